@@ -1,0 +1,5 @@
+"""Export of torch modules to piecewise-linear graphs (imports torch)."""
+
+from dalverify.export.torch_export import export
+
+__all__ = ["export"]
