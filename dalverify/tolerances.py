@@ -33,3 +33,22 @@ PVALUE_PRECISION_RTOL = 1e-12
 #: feasibility tolerance defaults to 1e-7, so disagreements up to that size
 #: are within its contract and larger ones indicate a wrong piece.
 LP_END_RTOL = 1e-7
+
+#: A covariance matrix counts as positive definite when every Cholesky pivot
+#: exceeds COVARIANCE_PIVOT_FACTOR * n * 2^-53 times its largest diagonal
+#: entry. The computed factor of an n x n matrix is the exact factor of a
+#: matrix perturbed by about (n + 1) * 2^-53 relative to its entries
+#: (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+#: Thm 10.3), so a pivot below that level cannot be told from zero: the
+#: sample covariance of fewer than n + 1 images, singular in exact
+#: arithmetic, leaves pivots at this level instead of exact zeros.
+COVARIANCE_PIVOT_FACTOR = 4.0
+
+#: The line (a, b) of a test statistic is accepted when every entry of
+#: a + b * t_obs differs from the data d by at most
+#: LINE_RECONSTRUCTION_ULPS * 2^-53 * (|d_i| + |b_i * t_obs|). With
+#: p = fl(b_i * t_obs) and a_i = fl(d_i - p), the float64 sum fl(a_i + p)
+#: differs from d_i by at most 2^-53 * (2|d_i| + |p|) * (1 + 2^-53), which is
+#: below 3 * 2^-53 * (|d_i| + |b_i t_obs|); 4 leaves a margin for the
+#: rounding of the bound itself.
+LINE_RECONSTRUCTION_ULPS = 4.0

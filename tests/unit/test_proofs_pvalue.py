@@ -1,0 +1,46 @@
+"""Runs the checks of proofs/selective_pvalue.md (p-value formulas, tail series, enclosure)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "proofs" / "check_selective_pvalue.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("check_selective_pvalue", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_selective_pvalue_proof_checks_pass():
+    assert load_script().main() == 0
+
+
+def test_brute_force_rejects_all_in_all_out_extremes():
+    module = load_script()
+
+    def all_in_all_out(a, b, u1, u0):
+        all_out = a / (a + b)
+        all_in = (a + u1) / (a + b + u1 + u0)
+        return min(all_out, all_in), max(all_out, all_in)
+
+    with pytest.raises(AssertionError, match="symmetric extremes"):
+        module.check_enclosure_brute_force(symmetric=all_in_all_out)
+
+
+def test_brute_force_rejects_one_minus_f_shortcut():
+    module = load_script()
+
+    def wrong_equal_tailed(left, right, u_left, u_right):
+        # Uses F at the known part only, ignoring the unexplored mass.
+        f = left / (left + right)
+        value = 2 * min(f, 1 - f)
+        return value, value
+
+    with pytest.raises(AssertionError, match="equal-tailed"):
+        module.check_enclosure_brute_force(equal_tailed=wrong_equal_tailed)
