@@ -143,15 +143,8 @@ def _finish_run(result, out_dir: Path, image, reference, args, *, title: str, le
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled brain model on a held-out normal slice and a slice with a synthetic lesion."""
-    from dalverify.data import (
-        BRAIN_RECONSTRUCTION,
-        BRAIN_THRESHOLD,
-        load_bundled_covariance_slices,
-        load_bundled_reference,
-        load_bundled_slices,
-    )
+    from dalverify.data import BRAIN_RECONSTRUCTION, BRAIN_THRESHOLD, load_bundled_reference, load_bundled_slices
     from dalverify.lesions import insert_lesion
-    from dalverify.methods.covariance import estimate_covariance
     from dalverify.methods.dal_test import DALTest
 
     started = time.perf_counter()
@@ -160,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                        settings["image_shape"])
     slices = load_bundled_slices()
     reference = load_bundled_reference()
-    covariance = estimate_covariance(load_bundled_covariance_slices().images)
+    covariance = _bundled_covariance()
     out_dir = Path(args.out)
     _emit(f"dalverify demo: bundled brain T1 model (T'={settings['t_start']}, k={settings['steps']}, "
           f"eta={settings['eta']}), threshold {BRAIN_THRESHOLD}, reference = mean of {reference.count} training "
@@ -197,6 +190,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _median_variance(stack: np.ndarray) -> float:
+    """Median of the positive per-pixel variances of a stack (for constant background pixels)."""
+    variances = stack.reshape(len(stack), -1).var(axis=0, ddof=1)
+    positive = variances[variances > 0]
+    if positive.size == 0:
+        raise InputError("every pixel is constant across the covariance images; use varied normal images")
+    return float(np.median(positive))
+
+
+def _bundled_covariance():
+    """Covariance estimated from the bundled held-out covariance slices."""
+    from dalverify.data import load_bundled_covariance_slices
+    from dalverify.methods.covariance import estimate_covariance
+
+    stack = load_bundled_covariance_slices().images
+    return estimate_covariance(stack, constant_variance=_median_variance(stack))
+
+
 def _covariance_from_args(args: argparse.Namespace, shape: tuple[int, int, int]):
     from dalverify.methods.covariance import Isotropic, estimate_covariance, load_covariance
 
@@ -212,11 +223,9 @@ def _covariance_from_args(args: argparse.Namespace, shape: tuple[int, int, int])
         from dalverify.diffusion.data import load_images
 
         stack = load_images(args.covariance_from, size=shape[1], channels=shape[0])
-        return estimate_covariance(stack)
+        return estimate_covariance(stack, constant_variance=_median_variance(stack))
     if args.model is None:
-        from dalverify.data import load_bundled_covariance_slices
-
-        return estimate_covariance(load_bundled_covariance_slices().images)
+        return _bundled_covariance()
     raise InputError("no noise covariance given; pass --sigma S, --covariance FILE or --covariance-from DIR")
 
 

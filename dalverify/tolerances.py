@@ -52,3 +52,33 @@ COVARIANCE_PIVOT_FACTOR = 4.0
 #: below 3 * 2^-53 * (|d_i| + |b_i t_obs|); 4 leaves a margin for the
 #: rounding of the bound itself.
 LINE_RECONSTRUCTION_ULPS = 4.0
+
+#: Relative agreement required between another tool's selective or naive
+#: p-value and the value dalverify computes for the same definition. Tools
+#: that compute the truncated normal CDF in float64 are accurate to about
+#: 1e-12 relative away from the tails, and float64 interval ends move each
+#: interval's mass by far less; the differences a cross-check exists to find
+#: are a factor up to 2 (symmetric versus equal-tailed), a missed interval
+#: or a tail value rounded to 0, all far above 1e-6.
+CROSSCHECK_PVALUE_RTOL = 1e-6
+
+#: A difference between two truncation sets counts as endpoint rounding, not
+#: as a missed or added interval, when it touches an end of both sets and is
+#: at most CROSSCHECK_ENDPOINT_RTOL * max(1, |end|) wide in standardized
+#: units. Two float64 implementations compute a breakpoint -alpha/beta with
+#: different operation orders; for sums of up to 10^4 products the relative
+#: difference stays below about 1e-12, so 1e-9 leaves three orders of margin.
+CROSSCHECK_ENDPOINT_RTOL = 1e-9
+
+#: The verifier recomputes sd and the line direction b from the images and
+#: Sigma with its own float64 arithmetic, which may round differently from
+#: the producer's (another summation order, BLAS, an AR(1) recursion). Each
+#: entry of w = Sigma 1_M is a sum of at most n products, so both results lie
+#: within gamma_n (|Sigma| 1_M)_i of the exact value (Higham, Accuracy and
+#: Stability of Numerical Algorithms, 2nd ed., eq. 3.5; n <= 10^6 gives
+#: gamma_n < 1.2e-10), and an AR(1) recursion adds at most 2^-53 / (1 - |rho|)
+#: relative to the same sum (1e-13 for |rho| <= 0.999). The entries of b, and
+#: sd, are accepted within LINE_RECOMPUTE_RTOL of the verifier's value,
+#: relative to those absolute sums. 1e-8 leaves two orders of margin, while
+#: any change of Sigma, of the region or of c_ref moves b by O(1) relative.
+LINE_RECOMPUTE_RTOL = 1e-8

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter() - started
     extra = {
-        "description": "DDPM noise predictor for standardized 64x64 axial T1 brain slices",
+        "description": f"DDPM noise predictor for standardized {images.shape[-1]}x{images.shape[-1]} axial T1 brain slices",
         "training": {
             "steps": result.step,
             "batch_size": args.batch_size,

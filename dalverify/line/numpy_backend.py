@@ -30,7 +30,7 @@ class LinePass:
         Smallest unit root ``> z`` (``inf`` when none): the piece is ``[z, next_break)``.
     previous_break
         Largest unit root ``<= z`` (``-inf`` when none): the piece containing ``z``
-        starts there.
+        starts there. NaN unless requested with ``with_previous``.
     binding
         ``(node_id, flat_index)`` of every unit whose root equals ``next_break``.
     pattern
@@ -52,9 +52,8 @@ class LinePass:
 def piecewise_on_line(node: Node, line: np.ndarray, z: float):
     """Apply a piecewise node to a stacked line ``line`` (2, *shape).
 
-    Returns ``(out, root, bits, slope)``: the output line, and per unit
-    (flattened, in the order that identifies units) its root, activity bit
-    and slope ``beta``. A max-pool unit is one comparison of the tournament
+    Returns ``(out, root, bits)``: the output line, and per unit
+    (flattened, in the order that identifies units) its root and activity bit. A max-pool unit is one comparison of the tournament
     that runs over each window in order; its unit index is
     ``(stage - 1) * out_size + output_index`` for stage ``1 .. k*k - 1``.
     """
@@ -63,19 +62,18 @@ def piecewise_on_line(node: Node, line: np.ndarray, z: float):
         if node.kind == "max_pool2d":
             windows = pool_windows(line, node.attrs["kernel_size"], node.attrs["stride"])
             win_alpha, win_beta = windows[0, ..., 0], windows[1, ..., 0]
-            stage_roots, stage_bits, stage_slopes = [], [], []
+            stage_roots, stage_bits = [], []
             for j in range(1, windows.shape[-1]):
                 cand_alpha, cand_beta = windows[0, ..., j], windows[1, ..., j]
                 diff_alpha, diff_beta = win_alpha - cand_alpha, win_beta - cand_beta
                 root = rule.roots(np, diff_alpha, diff_beta)
-                keep = rule.active(np, diff_alpha, diff_beta, root, z, keep_ties=True)
+                keep = rule.active(np, diff_alpha, diff_beta, root, z)
                 win_alpha = np.where(keep, win_alpha, cand_alpha)
                 win_beta = np.where(keep, win_beta, cand_beta)
                 stage_roots.append(root.ravel())
                 stage_bits.append(keep.ravel())
-                stage_slopes.append(diff_beta.ravel())
             out = np.stack([win_alpha, win_beta])
-            return out, np.concatenate(stage_roots), np.concatenate(stage_bits), np.concatenate(stage_slopes)
+            return out, np.concatenate(stage_roots), np.concatenate(stage_bits)
         root = rule.roots(np, alpha, beta)
         on = rule.active(np, alpha, beta, root, z)
         if node.kind == "relu":
@@ -84,10 +82,11 @@ def piecewise_on_line(node: Node, line: np.ndarray, z: float):
             out = np.where(on, line, node.attrs["negative_slope"] * line)
         else:  # abs
             out = np.where(on, line, -line)
-        return out, root.ravel(), on.ravel(), beta.ravel()
+        return out, root.ravel(), on.ravel()
 
 
-def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits: bool = False) -> LinePass:
+def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits: bool = False,
+              with_previous: bool = False) -> LinePass:
     """Propagate ``a + b z`` through ``graph`` with the pattern decided at ``z``."""
     last = last_uses(graph)
     values = {0: np.stack([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])}
@@ -99,10 +98,10 @@ def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits
     for node in graph.nodes[1:]:
         inputs = [values[i] for i in node.inputs]
         if node.kind in ("relu", "leaky_relu", "abs", "max_pool2d"):
-            out, root, bits, slope = piecewise_on_line(node, inputs[0], z)
+            out, root, bits = piecewise_on_line(node, inputs[0], z)
             with np.errstate(invalid="ignore"):
-                upcoming = rule.next_candidates(np, slope, root, z)
-                earlier = rule.previous_candidates(np, slope, root, z)
+                upcoming = rule.next_candidates(np, root, z)
+                earlier = rule.previous_candidates(np, root, z)
             if upcoming.size:
                 candidates[node.id] = upcoming
                 next_break = min(next_break, float(upcoming.min()))
@@ -126,7 +125,7 @@ def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits
     return LinePass(
         z=z,
         next_break=next_break + 0.0,
-        previous_break=previous_break + 0.0,
+        previous_break=previous_break + 0.0 if with_previous else float("nan"),
         binding=tuple(binding),
         pattern=hasher.hexdigest(),
         out_alpha=output[0],
@@ -145,5 +144,5 @@ class NumpyLineBackend:
         self.a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
         self.b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
 
-    def line_pass(self, z: float, *, keep_bits: bool = False) -> LinePass:
-        return line_pass(self.graph, self.a, self.b, z, keep_bits=keep_bits)
+    def line_pass(self, z: float, *, keep_bits: bool = False, with_previous: bool = False) -> LinePass:
+        return line_pass(self.graph, self.a, self.b, z, keep_bits=keep_bits, with_previous=with_previous)

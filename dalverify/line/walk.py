@@ -246,7 +246,7 @@ def _split_by_cuts(cuts: CutSet, step, lo: float, hi: float, network_units, netw
     cut_beta = np.asarray(cut_beta, dtype=np.float64).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
         cut_root = rule.roots(np, cut_alpha, cut_beta)
-        inside = (cut_beta != 0) & (cut_root > lo) & (cut_root < hi)
+        inside = (cut_root > lo) & (cut_root < hi)
     breaks = np.unique(cut_root[inside])
 
     pieces = []
@@ -255,9 +255,9 @@ def _split_by_cuts(cuts: CutSet, step, lo: float, hi: float, network_units, netw
     for start, end in zip(starts, ends):
         signs = _cut_signs(cut_alpha, cut_beta, cut_root, start)
         if end == hi:
-            at_end = np.flatnonzero((cut_beta != 0) & (cut_root == hi)) if network_units else np.array([], int)
+            at_end = np.flatnonzero(cut_root == hi) if network_units else np.array([], int)
             units = tuple(network_units) + tuple((CUT_NODE, int(i)) for i in at_end)
         else:
-            units = tuple((CUT_NODE, int(i)) for i in np.flatnonzero((cut_beta != 0) & (cut_root == end)))
+            units = tuple((CUT_NODE, int(i)) for i in np.flatnonzero(cut_root == end))
         pieces.append(Piece(start, end, step.pattern, units, _digest_bits(signs), cuts.label(signs), network_index))
     return pieces

@@ -573,7 +573,7 @@ def shrinkage_intensity(vectors: np.ndarray) -> float:
     return float(min(1.0, max(0.0, numerator / off_s2)))
 
 
-def estimate_covariance(stack: object, shrinkage: float | None = None) -> Dense:
+def estimate_covariance(stack: object, shrinkage: float | None = None, *, constant_variance: float | None = None) -> Dense:
     """Estimate ``Sigma`` from normal images and shrink it toward its diagonal.
 
     The sample covariance ``S`` (divisor ``N - 1``) of the image vectors is
@@ -589,6 +589,12 @@ def estimate_covariance(stack: object, shrinkage: float | None = None) -> Dense:
     shrinkage : float, optional
         ``delta`` in ``[0, 1]``. ``None`` estimates it with
         :func:`shrinkage_intensity`.
+    constant_variance : float, optional
+        Variance given to entries that are constant across the images (for
+        example a fixed background outside an anatomy mask), which have no
+        estimable variance; they get no covariance with other entries. A
+        test whose region avoids those pixels does not depend on this value,
+        because ``nu`` is zero there. ``None`` rejects constant entries.
 
     Returns
     -------
@@ -636,12 +642,19 @@ def estimate_covariance(stack: object, shrinkage: float | None = None) -> Dense:
     # The matrix product is not exactly symmetric in floating point.
     sample = (sample + sample.T) / 2
     variances = np.diag(sample).copy()
+    if constant_variance is not None:
+        floor = _finite_float(constant_variance, "constant_variance")
+        if not floor > 0:
+            raise InputError(f"constant_variance={constant_variance!r} must be positive")
+        constant = variances == 0
+        variances[constant] = floor
+        logger.info("%d constant entries get variance %g", int(constant.sum()), floor)
     if not (variances > 0).all():
         index = int(np.argmin(variances))
         raise CovarianceError(
             f"vector entry {index} (pixel {index // arr.shape[1]}, channel {index % arr.shape[1]}) is constant "
             "across the images, so its variance is 0 and no shrinkage toward the diagonal helps; "
-            "exclude that pixel or use more varied normal images"
+            "exclude that pixel, pass constant_variance, or use more varied normal images"
         )
     shrunk = (1.0 - delta) * sample
     np.fill_diagonal(shrunk, variances)

@@ -88,7 +88,9 @@ class PValue:
         is unbounded, so values below ``1e-308`` are kept exactly as computed.
     enclosure : (lo, hi), optional
         Bounds with ``lo <= value <= hi`` (mpf, reals or PValue), for example
-        the range that an unexplored part of the line leaves open.
+        the range that an unexplored part of the line leaves open. ``value``
+        may lie outside by ``PVALUE_PRECISION_RTOL`` relative, the rounding
+        allowed between two routes to the same p-value.
     dps : int
         Decimal digits to which ``value`` is known; sets the precision of
         :attr:`log10` and of :meth:`to_json` (at most 40 digits there).
@@ -126,7 +128,12 @@ class PValue:
                 raise InputError(f"enclosure must be a (lo, hi) pair, got {self.enclosure!r}") from None
             lo = _as_probability_mpf(lo_raw, "enclosure lo")
             hi = _as_probability_mpf(hi_raw, "enclosure hi")
-            if not lo <= value <= hi:
+            # Bounds and value computed by different routes may differ in
+            # their last digits; PVALUE_PRECISION_RTOL bounds that rounding.
+            with mp.workdps(self.dps + 10):
+                slack = value * PVALUE_PRECISION_RTOL
+                contained = lo - slack <= value <= hi + slack
+            if lo > hi or not contained:
                 raise InputError(
                     f"enclosure ({mp.nstr(lo, 15)}, {mp.nstr(hi, 15)}) does not contain "
                     f"the value {mp.nstr(value, 15)}; pass bounds with lo <= value <= hi"
@@ -404,7 +411,8 @@ def selective_pvalue(
     c = t_exact / sd_exact
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "selective p-value (%s): %d intervals, t_obs/sd = %s", two_sided, len(z_std), endpoint_to_decimal(c, 7)
+            "selective p-value (%s): %d intervals, t_obs/sd = %s",
+            two_sided, len(z_std), endpoint_to_decimal(c, 7),
         )
     (log_p,) = _two_precisions(
         lambda digits: (_log_selective(z_std, c, two_sided, digits),), dps, "selective p-value"

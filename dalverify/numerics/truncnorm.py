@@ -194,11 +194,15 @@ def _log_upper_tail_series(x: Fraction, digits: int) -> mpf:
         term = (term * (2 * n - 1) * inverse_square) >> working_bits
         if term < cutoff:
             break
-        total = total - term if n % 2 else total + term
+        if n % 2:
+            total -= term
+        else:
+            total += term
+        # The threshold rules this out (proofs/selective_pvalue.md, section 3).
         if (2 * n + 1) * inverse_square >= one:
             raise NumericalError(
-                f"the asymptotic series of Q(x) at x={endpoint_to_decimal(x, 7)} stopped decreasing at term {n} "
-                f"before reaching {digits} digits; the threshold of the series is too low"
+                f"the asymptotic series of Q(x) at x={endpoint_to_decimal(x, 7)} stopped decreasing "
+                f"at term {n} before reaching {digits} digits, so the series threshold is too low"
             )
     series = mp.make_mpf(libmp.from_man_exp(total, -working_bits, mp.prec, libmp.round_nearest))
     half_square = _to_mpf(x * x / 2)

@@ -69,6 +69,18 @@ def test_pvalue_enclosure_checked():
     assert PValue(mpf("0.2")).with_enclosure(PValue(0.1), 0.25).enclosure[1] == mpf(0.25)
     with pytest.raises(InputError, match="does not contain"):
         PValue(mpf("0.5"), enclosure=(mpf("0.1"), mpf("0.3")))
+    with pytest.raises(InputError, match="does not contain"):
+        PValue(mpf("0.2"), enclosure=(mpf("0.3"), mpf("0.1")))
+
+
+def test_pvalue_enclosure_rounding_slack():
+    with mp.workdps(60):
+        value = mpf("0.2")
+        inside = value * (1 + PVALUE_PRECISION_RTOL / 2)
+        outside = value * (1 + PVALUE_PRECISION_RTOL * 2)
+    assert PValue(value, enclosure=(inside, mpf("0.3"))).enclosure[0] == inside
+    with pytest.raises(InputError, match="does not contain"):
+        PValue(value, enclosure=(outside, mpf("0.3")))
     with pytest.raises(InputError, match="pair"):
         PValue(mpf("0.5"), enclosure=(mpf("0.1"),))
 
