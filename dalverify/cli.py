@@ -55,7 +55,8 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------
 # Shared pieces of `test` and `demo`.
 
-def _load_reconstruction_graph(model: str | None, t_start: int, steps: int, eta: float, seed: int, shape=None):
+def _load_reconstruction_graph(model: str | None, t_start: int, steps: int, eta: float, seed: int, shape=None,
+                               size: int = 64):
     """The reconstruction as a Graph: from a .dalg file, a .dalv model, or the bundled model."""
     from dalverify.graph.io import load_graph
 
@@ -70,7 +71,7 @@ def _load_reconstruction_graph(model: str | None, t_start: int, steps: int, eta:
     if model is None:
         from dalverify.data import load_bundled_model
 
-        unet, manifest = load_bundled_model()
+        unet, manifest = load_bundled_model(size)
     else:
         unet, manifest = load_model(model)
     config = manifest.get("config", manifest) if isinstance(manifest, dict) else {}
@@ -130,7 +131,7 @@ def _finish_run(result, out_dir: Path, image, reference, args, *, title: str, le
         from dalverify.certify.certificate import write_certificate
 
         cert_path = Path(certificate) if not isinstance(certificate, bool) else out_dir / f"{name}.certificate.json"
-        write_certificate(cert_path, result, image, reference)
+        write_certificate(cert_path, result, image, reference, method=getattr(args, "certify_method", "auto"))
         payload["certificate"] = str(cert_path)
     _write_json(out_dir / f"{name}.json", payload)
     write_report(out_dir / f"{name.replace('result', 'report')}.png", image, result.reconstruction, reference, result,
@@ -141,53 +142,101 @@ def _finish_run(result, out_dir: Path, image, reference, args, *, title: str, le
 # ---------------------------------------------------------------------------
 # Commands.
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the bundled brain model on a held-out normal slice and a slice with a synthetic lesion."""
-    from dalverify.data import BRAIN_RECONSTRUCTION, BRAIN_THRESHOLD, load_bundled_reference, load_bundled_slices
-    from dalverify.lesions import insert_lesion
+def _demo_case(case: dict[str, Any]) -> tuple[dict[str, Any], str, int]:
+    """Run one demo case (in a worker process) and write its outputs."""
+    import torch
+
+    from dalverify.data import BRAIN_RECONSTRUCTION
+    from dalverify.methods.covariance import Diagonal
     from dalverify.methods.dal_test import DALTest
 
-    started = time.perf_counter()
+    torch.set_num_threads(1)
     settings = dict(BRAIN_RECONSTRUCTION)
+    size = case["size"]
     graph = _load_reconstruction_graph(None, settings["t_start"], settings["steps"], settings["eta"], settings["seed"],
-                                       settings["image_shape"])
-    slices = load_bundled_slices()
-    reference = load_bundled_reference()
-    covariance = _bundled_covariance()
-    out_dir = Path(args.out)
-    _emit(f"dalverify demo: bundled brain T1 model (T'={settings['t_start']}, k={settings['steps']}, "
-          f"eta={settings['eta']}), threshold {BRAIN_THRESHOLD}, reference = mean of {reference.count} training "
-          f"slices (c_ref = 1/{reference.count})", args)
+                                       (1, size, size), size=size)
+    covariance = Diagonal(case["variances"])
+    test = DALTest(graph, threshold=case["threshold"], covariance=covariance, reference_scale=1.0 / case["reference_count"],
+                   mask=case["mask"], relative_width=case["relative_width"], progress=False)
+    started = time.perf_counter()
+    result = test.run(case["image"], case["reference"])
+    seconds = time.perf_counter() - started
+    arguments = argparse.Namespace(certificate=case["certificate"], certify_method=case["certify_method"])
+    payload = _finish_run(result, Path(case["out"]), case["image"], case["reference"], arguments, title=case["title"],
+                          lesion_mask=case["lesion"], name=f"result_{case['name']}")
+    payload["seconds"] = seconds
+    code = EXIT_NO_REGION if result.status == "no_region" else EXIT_OK
+    return payload, _summary(case["title"], result, seconds), code
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the bundled brain model on a held-out normal slice and a slice with a synthetic lesion.
+
+    The two cases run in two worker processes (one per CPU core).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dalverify.data import BRAIN_RECONSTRUCTION, load_bundled_slice_references, load_bundled_slices
+    from dalverify.lesions import insert_lesion
+
+    started = time.perf_counter()
+    size = int(args.size)
+    slices = load_bundled_slices(size=size)
+    references, counts = load_bundled_slice_references(size=size)
+    variances = _bundled_variances(size)
+    out_dir = Path(args.out)
+    settings = BRAIN_RECONSTRUCTION
     index = int(args.slice)
     if not 0 <= index < len(slices.images):
         raise InputError(f"--slice {index} is outside 0..{len(slices.images) - 1}")
+    count = int(counts[index])
+    _emit(f"dalverify demo: bundled brain T1 model at {size}x{size} (T'={settings['t_start']}, k={settings['steps']}, "
+          f"eta={settings['eta']}), threshold {args.threshold}; reference = mean of the {count} training slices of the "
+          f"same brain within 8 slices (c_ref = 1/{count}); diagonal covariance from {len(_bundled_stack(size))} "
+          "held-out slices", args)
     normal = slices.images[index]
     brain = slices.masks[index]
-    lesioned, lesion_mask = insert_lesion(normal, brain, radius=4.0, contrast=float(args.lesion_contrast), seed=index)
+    radius = 2.0 if size == 32 else 4.0
+    lesioned, lesion_mask = insert_lesion(normal, brain, radius=radius, contrast=float(args.lesion_contrast), seed=index)
+    common = {"size": size, "variances": variances, "mask": brain, "relative_width": float(args.relative_width),
+              "threshold": float(args.threshold), "reference": references[index], "reference_count": count,
+              "out": str(out_dir), "certificate": None if args.no_certificate else True,
+              "certify_method": "auto" if args.certify else "none"}
     cases = [
-        ("normal", f"held-out normal slice {index} ({slices.source[index]}, z={slices.z[index]})", normal, None),
-        ("lesion", f"same slice with a SYNTHETIC lesion of known mask ({int(lesion_mask.sum())} px, +{args.lesion_contrast} sd)",
-         lesioned, lesion_mask),
+        dict(common, name="normal", image=normal, lesion=None,
+             title=f"held-out normal slice {index} ({slices.source[index]}, z={slices.z[index]})"),
+        dict(common, name="lesion", image=lesioned, lesion=lesion_mask,
+             title=f"same slice with a SYNTHETIC lesion of known mask ({int(lesion_mask.sum())} px, +{args.lesion_contrast} sd)"),
     ]
+    with ProcessPoolExecutor(max_workers=min(2, int(args.workers))) as pool:
+        outcomes = list(pool.map(_demo_case, cases))
     summaries = {}
-    exit_code = EXIT_OK
-    for name, title, image, lesion in cases:
-        test = DALTest(graph, threshold=BRAIN_THRESHOLD, covariance=covariance, reference_scale=1.0 / reference.count,
-                       mask=brain, progress=None if not args.quiet else False)
-        case_started = time.perf_counter()
-        result = test.run(image, reference.image)
-        seconds = time.perf_counter() - case_started
-        args.certificate = True if not args.no_certificate else None
-        payload = _finish_run(result, out_dir, image, reference.image, args, title=title, lesion_mask=lesion,
-                              name=f"result_{name}")
-        summaries[name] = payload
-        _emit(_summary(title, result, seconds), args)
-    _write_json(out_dir / "result.json", {"cases": summaries, "seconds": time.perf_counter() - started})
-    _emit(f"wrote {out_dir / 'result.json'}, report_normal.png, report_lesion.png in {time.perf_counter() - started:.1f} s", args)
+    for case, (payload, text, _) in zip(cases, outcomes):
+        summaries[case["name"]] = payload
+        _emit(text, args)
+    total = time.perf_counter() - started
+    _write_json(out_dir / "result.json", {"cases": summaries, "seconds": total})
+    _emit(f"wrote {out_dir / 'result.json'}, report_normal.png and report_lesion.png"
+          + ("" if args.no_certificate else " and their certificates") + f" in {total:.1f} s", args)
+    if not args.no_certificate:
+        _emit(f"re-check a p-value independently: dalverify verify {out_dir / 'result_lesion.certificate.json'}", args)
     if args.json:
         sys.stdout.write(json.dumps(summaries, indent=2) + "\n")
-    return exit_code
+    return EXIT_OK
+
+
+def _bundled_stack(size: int) -> np.ndarray:
+    from dalverify.data import load_bundled_covariance_slices
+
+    return load_bundled_covariance_slices(size=size).images
+
+
+def _bundled_variances(size: int) -> np.ndarray:
+    """Per-pixel variances of the bundled covariance slices (vector order), constant pixels at the median."""
+    stack = _bundled_stack(size)
+    variances = stack.reshape(len(stack), -1).var(axis=0, ddof=1)
+    variances[variances == 0] = _median_variance(stack)
+    return variances
 
 
 def _median_variance(stack: np.ndarray) -> float:
@@ -200,12 +249,15 @@ def _median_variance(stack: np.ndarray) -> float:
 
 
 def _bundled_covariance():
-    """Covariance estimated from the bundled held-out covariance slices."""
-    from dalverify.data import load_bundled_covariance_slices
-    from dalverify.methods.covariance import estimate_covariance
+    """Diagonal covariance from the bundled held-out 64x64 covariance slices.
 
-    stack = load_bundled_covariance_slices().images
-    return estimate_covariance(stack, constant_variance=_median_variance(stack))
+    The diagonal (shrinkage intensity 1) is used because 37 slices cannot
+    estimate 4096 x 4096 correlations, and a dense estimate moves every pixel
+    along the line, which multiplies the number of pieces about 50-fold.
+    """
+    from dalverify.methods.covariance import Diagonal
+
+    return Diagonal(_bundled_variances(64))
 
 
 def _covariance_from_args(args: argparse.Namespace, shape: tuple[int, int, int]):
@@ -302,9 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the bundled brain model on bundled real slices (no arguments needed)")
     demo.add_argument("--out", default="dalverify-demo", help="output folder (default ./dalverify-demo)")
+    demo.add_argument("--size", type=int, choices=[32, 64], default=32,
+                      help="image size of the bundled model (default 32; a 64x64 run takes many minutes)")
+    demo.add_argument("--relative-width", type=float, default=1e-9,
+                      help="target relative width of the p-value enclosure (default 1e-9)")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes, one per case (default 2)")
+    demo.add_argument("--threshold", type=float, default=1.0,
+                      help="threshold lambda (default 1.0: the bundled model's residuals are larger than a "
+                           "well-trained model's, so 0.6 selects much normal tissue)")
     demo.add_argument("--slice", type=int, default=0, help="index of the bundled held-out slice (default 0)")
-    demo.add_argument("--lesion-contrast", type=float, default=2.5, help="synthetic lesion contrast in sd (default 2.5)")
+    demo.add_argument("--lesion-contrast", type=float, default=4.0, help="synthetic lesion contrast in sd (default 4)")
     demo.add_argument("--no-certificate", action="store_true", help="do not write audit certificates")
+    demo.add_argument("--certify", action="store_true",
+                      help="also certify every interval before writing (about 20 times the run's time); by default "
+                           "the certificate records the run and 'dalverify verify' does the checking")
     demo.add_argument("--quiet", action="store_true", help="print nothing but errors")
     demo.add_argument("--json", action="store_true", help="print the results as JSON")
     demo.set_defaults(handler=cmd_demo)
@@ -328,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--nifti-axis", type=int, default=2, help="slice axis of a NIfTI input (default 2)")
     test.add_argument("--nifti-slice", type=int, default=None, help="slice index of a NIfTI input (default: middle)")
     test.add_argument("--certificate", default=None, help="write an audit certificate to this file")
+    test.add_argument("--certify-method", choices=["auto", "exact", "enclosure", "none"], default="auto",
+                      help="how the producer certifies intervals before writing the certificate (default auto)")
     test.add_argument("--out", default="dalverify-out", help="output folder (default ./dalverify-out)")
     test.add_argument("--quiet", action="store_true")
     test.add_argument("--json", action="store_true")

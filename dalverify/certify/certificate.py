@@ -209,7 +209,10 @@ def build_certificate(
     check_result = None
     certification: dict[str, Any] = {"method": "none", "reason": "no graph was given"}
     outcome = "unchecked: no graph was given; verify with --graph"
-    if graph is not None:
+    if graph is not None and method == "none":
+        certification = {"method": "none", "reason": "certification left to the independent verifier"}
+        outcome = "unchecked: run 'dalverify verify' on this file"
+    elif graph is not None:
         if graph.digest() != result.graph_digest:
             raise CertificateError(
                 f"the graph passed has digest {graph.digest()[:16]}..., the run used {result.graph_digest[:16]}...; "
@@ -324,7 +327,9 @@ def write_certificate(
         The run's eligibility mask (default ``result.mask`` when present).
     method
         ``"auto"``, ``"exact"`` or ``"enclosure"`` (see
-        :func:`~dalverify.certify.piece_check.certify_partition`).
+        :func:`~dalverify.certify.piece_check.certify_partition`), or
+        ``"none"`` to record the run without certifying it here (the
+        verifier then does all the checking).
     lp
         Run the LP cross-check (default: only for small partitions).
     progress

@@ -59,7 +59,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
-from dalverify.graph.reference import apply_linear, avg_pool2d, last_uses, pool_windows
+from dalverify.graph.reference import apply_linear, last_uses, pool_windows
 from dalverify.line import rule
 from dalverify.line.walk import CUT_NODE, Partition, Piece
 from dalverify.numerics.intervals import IntervalUnion, endpoint_to_text

@@ -2,6 +2,10 @@
 
 Files in this folder (licences in ``NOTICE.md``):
 
+- ``brain_t1_32.dalv``, ``*_32.npz``: the same at 32x32 (each 64x64
+  slice averaged over 2x2 blocks and standardized again, by
+  ``examples/downsample_brain_data.py``), used by ``dalverify demo`` so that
+  the exact walk fits in two minutes on two CPU cores.
 - ``brain_t1_64.dalv``: U-Net noise predictor (base width 4, depth 3,
   ``T = 1000``) trained on standardized axial slices by
   ``examples/train_bundled_model.py``.
@@ -43,6 +47,20 @@ MODEL_FILE = "brain_t1_64.dalv"
 TEST_FILE = "brain_test_slices.npz"
 COVARIANCE_FILE = "brain_covariance_slices.npz"
 REFERENCE_FILE = "brain_reference.npz"
+#: Image sizes of the bundled data sets.
+SIZES = (32, 64)
+
+
+def _sized(name: str, size: int) -> str:
+    """File name of the bundled data set of the given image size."""
+    if size not in SIZES:
+        raise InputError(f"size={size} has no bundled data; use one of {SIZES}")
+    if size == 64:
+        return name
+    if name.endswith("_64.dalv"):
+        return name.replace("_64.dalv", f"_{size}.dalv")
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}_{size}.{suffix}"
 
 
 def bundled_path(name: str) -> Path:
@@ -112,21 +130,32 @@ def _load_stack(name: str) -> SliceStack:
         )
 
 
-def load_bundled_slices(source: str | None = None) -> SliceStack:
+def load_bundled_slices(source: str | None = None, size: int = 64) -> SliceStack:
     """Load the bundled held-out normal test slices (optionally of one brain)."""
-    stack = _load_stack(TEST_FILE)
+    stack = _load_stack(_sized(TEST_FILE, size))
     return stack if source is None else stack.select(source)
 
 
-def load_bundled_covariance_slices(source: str | None = None) -> SliceStack:
+def load_bundled_slice_references(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-test-slice references: for each bundled test slice, the mean of the
+    training slices of the same brain within 8 axial slices, and their count.
+
+    Returns ``(references, counts)`` with shapes ``(N, 1, H, W)`` and ``(N,)``;
+    ``c_ref = 1 / count`` for a mean of independent slices.
+    """
+    with np.load(bundled_path(_sized(TEST_FILE, size)), allow_pickle=False) as archive:
+        return archive["reference"].astype(np.float64), archive["reference_count"].astype(np.int64)
+
+
+def load_bundled_covariance_slices(source: str | None = None, size: int = 64) -> SliceStack:
     """Load the bundled covariance-estimation slices (optionally of one brain), as float64."""
-    stack = _load_stack(COVARIANCE_FILE)
+    stack = _load_stack(_sized(COVARIANCE_FILE, size))
     return stack if source is None else stack.select(source)
 
 
-def load_bundled_reference(source: str | None = None) -> Reference:
+def load_bundled_reference(source: str | None = None, size: int = 64) -> Reference:
     """Load the mean training slice (all brains, or one brain's) and its count."""
-    with np.load(bundled_path(REFERENCE_FILE), allow_pickle=False) as archive:
+    with np.load(bundled_path(_sized(REFERENCE_FILE, size)), allow_pickle=False) as archive:
         if source is None:
             return Reference(archive["reference"].astype(np.float64), int(archive["count"]), None)
         sources = archive["sources"].astype(str).tolist()
@@ -140,14 +169,14 @@ def load_bundled_reference(source: str | None = None) -> Reference:
         )
 
 
-def load_bundled_model(**kwargs: Any):
-    """Load the bundled brain model as ``(UNet, manifest)``, float64 by default.
+def load_bundled_model(size: int = 64, **kwargs: Any):
+    """Load the bundled brain model for ``size x size`` slices as ``(UNet, manifest)``, float64 by default.
 
     Keyword arguments go to :func:`dalverify.diffusion.checkpoint.load_model`.
     """
     from dalverify.diffusion.checkpoint import load_model
 
-    return load_model(bundled_path(MODEL_FILE), **kwargs)
+    return load_model(bundled_path(_sized(MODEL_FILE, size)), **kwargs)
 
 
 __all__ = [
@@ -159,5 +188,6 @@ __all__ = [
     "load_bundled_covariance_slices",
     "load_bundled_model",
     "load_bundled_reference",
+    "load_bundled_slice_references",
     "load_bundled_slices",
 ]

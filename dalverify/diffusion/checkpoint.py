@@ -19,10 +19,10 @@ resumable training checkpoints (:func:`write_container` /
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 from dalverify.diffusion.unet import UNet, build_unet
+from dalverify.graph.io import atomic_write_bytes
 from dalverify.errors import GraphFileError, InputError
 
 logger = logging.getLogger(__name__)
@@ -60,20 +61,11 @@ def write_container(path: str | os.PathLike, manifest: dict[str, Any], tensors: 
     }
     text = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(_MANIFEST, text)
-                archive.writestr(_TENSORS, blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(_MANIFEST, text)
+        archive.writestr(_TENSORS, blob)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_container(path: str | os.PathLike, expected_format: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

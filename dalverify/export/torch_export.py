@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dalverify.errors import InputError, NotPiecewiseLinearError
-from dalverify.graph.builder import GraphBuilder, bilinear_matrix
+from dalverify.graph.builder import GraphBuilder
 from dalverify.graph.ir import Graph
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ import json
 import logging
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 
+from dalverify.graph.io import atomic_write_bytes
 from dalverify.errors import CovarianceError, InputError
 from dalverify.images import image_to_vector
 from dalverify.tolerances import COVARIANCE_PIVOT_FACTOR
@@ -231,15 +231,7 @@ class Covariance(abc.ABC):
         header = json.dumps({"type": _FORMAT, "version": _FORMAT_VERSION, "kind": self.kind, "digest": self.digest()})
         buffer = io.BytesIO()
         np.savez(buffer, header=np.array(header), **arrays)
-        handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-        try:
-            with os.fdopen(handle, "wb") as tmp:
-                tmp.write(buffer.getvalue())
-            os.replace(tmp_name, path)
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise
+        atomic_write_bytes(path, buffer.getvalue())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n}, digest={self.digest()[:12]})"

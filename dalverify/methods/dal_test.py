@@ -117,6 +117,9 @@ class TestResult:
     line: Line | None = None
     partition: Partition | None = None
     enclosure_width: float | None = None
+    graph: Graph | None = None
+    covariance: Covariance | None = None
+    mask: np.ndarray | None = None
 
     @property
     def region_size(self) -> int:
@@ -324,7 +327,8 @@ class DALTest:
         # 1. Region of the observed image.
         region, reconstruction = self.observed_region(x)
         timings["region"] = time.perf_counter() - started
-        result = TestResult("no_region", region, self.settings(), self.graph.digest(), reconstruction=reconstruction)
+        result = TestResult("no_region", region, self.settings(), self.graph.digest(), reconstruction=reconstruction,
+                            graph=self.graph, covariance=self.covariance, mask=self.mask)
         if not region.any():
             logger.info("no anomalous region at threshold %g", self.threshold)
             result.timings = timings

@@ -14,7 +14,6 @@ import json
 import math
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np

@@ -18,7 +18,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from dalverify.certify import piece_check, verify as verifier
 from dalverify.graph import GraphBuilder

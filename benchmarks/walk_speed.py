@@ -1,0 +1,85 @@
+"""Line-walk speed through an unrolled DDIM reconstruction (ReLU U-Net).
+
+For each image size, a U-Net (base width 8, depth 3, max-pool down,
+transposed-convolution up, concatenation skips; seeded random weights) is
+unrolled into a 5-step DDIM reconstruction (T' = 460, eta = 1), exported, and
+the line of a DAL-Test on a seeded N(0, I) image pair is walked over a fixed
+range around t_obs. Prints one JSON line per size with the median over
+``--repeats`` runs of the seconds, the network pieces and pieces per second.
+
+    python benchmarks/walk_speed.py --sizes 16 32 64 --max-pieces 400 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from dalverify.diffusion.reconstruction import Reconstruction
+from dalverify.diffusion.unet import UNet
+from dalverify.export import export
+from dalverify.line import walk_line
+from dalverify.methods.covariance import Isotropic
+from dalverify.methods.dal_test import DALTest, RegionCuts
+from dalverify.methods.statistic import line_from_images
+from dalverify.selection.event import LambdaCuts
+
+
+def build_graph(size: int, seed: int):
+    torch.manual_seed(seed)
+    unet = UNet(1, 8, 3)
+    reconstruction = Reconstruction(unet, t_start=460, steps=5, eta=1.0, seed=seed, image_shape=(1, size, size))
+    return export(reconstruction, torch.zeros(1, 1, size, size, dtype=torch.float64))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--max-pieces", type=int, default=400, help="network pieces walked per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    for size in args.sizes:
+        graph = build_graph(size, args.seed)
+        rng = np.random.default_rng(args.seed)
+        image, reference = rng.normal(size=(2, 1, size, size))
+        n = size * size
+        test = DALTest(graph, threshold=args.threshold, covariance=Isotropic(1.0, n), progress=False)
+        region, _ = test.observed_region(image)
+        line = line_from_images(image, reference, region, Isotropic(1.0, n), 1.0)
+        cuts = RegionCuts(line.a_image, line.b_image, LambdaCuts(args.threshold, (size, size)), 3, "default", region)
+        seconds, pieces = [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            # Walk from t_obs towards +inf until max_pieces network pieces.
+            try:
+                partition = walk_line(graph, line.a_image, line.b_image, line.t_obs, line.t_obs + 50 * line.sd,
+                                      cuts=cuts, max_pieces=args.max_pieces, progress=False)
+                count = partition.network_pieces
+            except Exception:  # max_pieces reached: the count is max_pieces
+                count = args.max_pieces
+            seconds.append(time.perf_counter() - started)
+            pieces.append(count)
+        median = statistics.median(seconds)
+        print(json.dumps({
+            "size": size, "units": graph.count_units(), "nodes": len(graph.nodes), "region": int(region.sum()),
+            "network_pieces": int(statistics.median(pieces)), "seconds_median": round(median, 3),
+            "seconds_all": [round(s, 3) for s in seconds],
+            "pieces_per_second": round(statistics.median(pieces) / median, 1),
+            "ms_per_piece": round(1e3 * median / statistics.median(pieces), 2),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads available",
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
