@@ -319,8 +319,11 @@ def run_sweep(
     env = environment()
     from dalverify.diffusion.checkpoint import model_bytes_sha256
 
-    if Path(config.model).is_file():
-        env["model_sha256"] = model_bytes_sha256(config.model)
+    if not Path(config.model).is_file():
+        raise InputError(
+            f"model file {config.model!r} does not exist; train it with `dalverify experiment train-model CONFIG`"
+        )
+    env["model_sha256"] = model_bytes_sha256(config.model)
     _write_text(cell_dir / ENVIRONMENT_FILE, json.dumps(env, indent=2, sort_keys=True) + "\n")
 
     _repair(results)
