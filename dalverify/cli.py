@@ -289,11 +289,19 @@ def cmd_test(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     graph = _load_reconstruction_graph(args.model, args.t_start, args.steps, args.eta, args.seed)
     shape = graph.input_shape
-    image = fit_to_shape(load_image(args.image, channels=shape[0], nifti_axis=args.nifti_axis, nifti_slice=args.nifti_slice),
-                         shape, name="image")
-    reference = fit_to_shape(load_image(args.reference, channels=shape[0], nifti_axis=args.nifti_axis,
-                                        nifti_slice=args.nifti_slice), shape, name="reference")
+    raw_image = load_image(args.image, channels=shape[0], nifti_axis=args.nifti_axis, nifti_slice=args.nifti_slice)
+    raw_reference = load_image(args.reference, channels=shape[0], nifti_axis=args.nifti_axis, nifti_slice=args.nifti_slice)
+    if raw_image.shape != raw_reference.shape:
+        raise InputError(f"the reference has shape {raw_reference.shape} but the image has {raw_image.shape}; "
+                         "pass a reference of the same size")
+    image = fit_to_shape(raw_image, shape, name="image")
+    reference = fit_to_shape(raw_reference, shape, name="reference")
     mask = load_mask(args.mask, shape[1:]) if args.mask else None
+    if args.standardize:
+        from dalverify.imageio import standardize
+
+        anatomy = load_mask(args.standardize, shape[1:])
+        image, reference = standardize(image, anatomy), standardize(reference, anatomy)
     covariance = _covariance_from_args(args, shape)
     search: Any = args.range
     if search not in ("adaptive", "whole"):
@@ -329,9 +337,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in {
         "steps": args.train_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "width": args.width, "depth": args.depth,
+        "base_width": args.width, "depth": args.depth, "checkpoint_path": args.checkpoint,
+        "max_seconds": args.max_seconds,
     }.items() if v is not None}
-    train_from_paths(args.data, args.size, args.out, **options)
+    train_from_paths(args.data, args.size, args.out, progress=not args.quiet, **options)
     _emit(f"wrote {args.out}", args)
     return EXIT_OK
 
@@ -383,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--covariance-from", default=None, help="estimate Sigma from a stack of normal images (folder of PNGs, .npy, .npz, NIfTI)")
     test.add_argument("--reference-scale", type=float, default=1.0, help="c_ref: reference noise is N(0, c_ref Sigma) (default 1)")
     test.add_argument("--mask", default=None, help="eligibility mask image (nonzero = eligible)")
+    test.add_argument("--standardize", default=None, metavar="MASK",
+                      help="standardize image and reference by the median and MAD inside this anatomy mask "
+                           "(never a lesion annotation); pixels outside become 0")
     test.add_argument("--two-sided", choices=["symmetric", "equal-tailed"], default="symmetric")
     test.add_argument("--range", default="adaptive", help="'adaptive' (default), 'whole', or half-width R in sd")
     test.add_argument("--relative-width", type=float, default=1e-9, help="target relative width of the p-value enclosure (default 1e-9)")
@@ -416,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--width", type=int, default=None, help="U-Net base width")
     train.add_argument("--depth", type=int, default=None, help="U-Net depth")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint", default=None, help="resumable training state file (resumed when it exists)")
+    train.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds (resume later)")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(handler=cmd_train)
 

@@ -1,6 +1,6 @@
 """Experiment configuration: one TOML (or YAML) file, expanded into sweep cells.
 
-A file holds one experiment. List-valued sweep keys (``delta`` for power,
+A file describes one experiment. List-valued sweep keys (``delta`` for power,
 ``distance`` and ``family`` for robustness) expand into one *cell* per
 combination; each cell has its own results file. Every random draw is seeded
 from ``seed`` and the image index, so a cell is reproducible on any number of
@@ -182,7 +182,7 @@ SWEEP_KEYS = ("side", "delta", "family", "distance")
 
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw mapping of a ``.toml`` file (or ``.yaml``/``.yml`` when PyYAML is installed)."""
+    """Read the raw mapping of a ``.toml`` file (or ``.yaml``/``.yml`` when PyYAML is installed)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {str(path)!r} does not exist")

@@ -124,7 +124,7 @@ def _sigma_label(s: dict[str, Any]) -> str:
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
-    """One row per cell: counts and each method's rate with its Wilson 95% interval."""
+    """Format one row per cell: counts and each method's rate with its Wilson 95% interval."""
     methods = [m for m in METHOD_LABELS if any(m in s["methods"] for s in summaries)]
     header = ["cell", "kind", "n", "Sigma", "setting", "images", "tested", "no region", "errors"]
     header += [f"{METHOD_LABELS[m]} [95% CI]" for m in methods]

@@ -67,7 +67,7 @@ def correlate(config: ExperimentConfig, standard: np.ndarray) -> np.ndarray:
 
 
 def covariance_of(config: ExperimentConfig):
-    """The :class:`~dalverify.methods.covariance.Covariance` of a cell."""
+    """Return the :class:`~dalverify.methods.covariance.Covariance` of a cell."""
     from dalverify.methods.covariance import AR1, Isotropic
 
     if config.covariance == "identity":
@@ -83,7 +83,7 @@ def training_images(config: ExperimentConfig) -> np.ndarray:
 
 
 def image_seed(config: ExperimentConfig, index: int) -> int:
-    """A 63-bit integer that identifies image ``index``'s random stream (recorded per image)."""
+    """Return a 63-bit integer that identifies image ``index``'s random stream (recorded per image)."""
     return int(np.random.SeedSequence([config.seed, index]).generate_state(2, np.uint32).astype(np.uint64)
                .dot(np.array([1, 1 << 31], dtype=np.uint64)) & np.uint64((1 << 63) - 1))
 
@@ -130,7 +130,7 @@ _GRAPH_CACHE: dict[tuple, Any] = {}
 
 
 def reconstruction_graph(config: ExperimentConfig):
-    """The exported DDIM reconstruction of the cell's model (cached per process)."""
+    """Export the DDIM reconstruction of the cell's model as a Graph (cached per process)."""
     path = Path(config.model)
     if not path.is_file():
         raise InputError(
@@ -171,9 +171,10 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
     ``seconds``, and ``error`` for a failed image.
     """
     started = time.perf_counter()
-    config = from_mapping(config_data)
-    record: dict[str, Any] = {"index": int(index), "seed": image_seed(config, index)}
+    record: dict[str, Any] = {"index": int(index)}
     try:
+        config = from_mapping(config_data)
+        record["seed"] = image_seed(config, index)
         import torch
 
         torch.set_num_threads(1)
@@ -312,7 +313,7 @@ def run_sweep(
     config_path = cell_dir / CONFIG_FILE
     if config_path.exists() and results.exists() and not _same_cell(config_path.read_text(), text):
         raise InputError(
-            f"{str(cell_dir)!r} holds results of a different configuration; use another output folder "
+            f"{str(cell_dir)!r} contains results of a different configuration; use another output folder "
             "or remove the old results"
         )
     _write_text(config_path, text)
@@ -358,7 +359,7 @@ def _same_cell(old_text: str, new_text: str) -> bool:
 
 
 def _task(data: dict[str, Any], index: int) -> dict[str, Any]:
-    """The per-image task (looked up at call time, so it can be replaced in tests)."""
+    """Run one image (looked up at call time, so tests can replace it)."""
     return run_image(data, index)
 
 
