@@ -57,7 +57,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def _load_reconstruction_graph(model: str | None, t_start: int, steps: int, eta: float, seed: int, shape=None,
                                size: int = 64):
-    """The reconstruction as a Graph: from a .dalg file, a .dalv model, or the bundled model."""
+    """Load the reconstruction as a Graph from a .dalg file, a .dalv model, or the bundled model."""
     from dalverify.graph.io import load_graph
 
     if model is not None and str(model).endswith(".dalg"):

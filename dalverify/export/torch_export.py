@@ -116,7 +116,7 @@ class _Converter:
         return self.values[arg.name] if isinstance(arg, torch.fx.Node) else arg
 
     def sample_const(self, const: Any, where: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        """A constant operand as an array that broadcasts against one sample of ``shape``."""
+        """Convert a constant operand to an array that broadcasts against one sample of ``shape``."""
         if isinstance(const, (int, float)):
             return np.array(float(const))
         if not isinstance(const, torch.Tensor):

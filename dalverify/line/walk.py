@@ -106,7 +106,7 @@ class Partition:
             assert piece.lo < piece.hi, f"piece {piece} has zero width"
 
     def piece_at(self, z: float) -> Piece:
-        """The piece whose half-open span ``[lo, hi)`` contains ``z``."""
+        """Return the piece whose half-open span ``[lo, hi)`` contains ``z``."""
         index = int(np.searchsorted(self.ends(), z, side="right")) - 1
         index = min(max(index, 0), len(self.pieces) - 1)
         return self.pieces[index]
