@@ -128,27 +128,26 @@ def _piecewise_on_line(node: Node, line: torch.Tensor, z: float):
     if node.kind == "max_pool2d":
         windows = _windows(line, node.attrs["kernel_size"], node.attrs["stride"])
         win_alpha, win_beta = windows[0, ..., 0], windows[1, ..., 0]
-        roots, bits = [], []
+        roots, bits, upcoming = [], [], []
         for j in range(1, windows.shape[-1]):
             cand_alpha, cand_beta = windows[0, ..., j], windows[1, ..., j]
             diff_alpha, diff_beta = win_alpha - cand_alpha, win_beta - cand_beta
-            root = rule.roots(torch, diff_alpha, diff_beta)
-            keep = rule.active(torch, diff_alpha, diff_beta, root, z)
+            root, keep, next_root = rule.decide(torch, diff_alpha, diff_beta, z)
             win_alpha = torch.where(keep, win_alpha, cand_alpha)
             win_beta = torch.where(keep, win_beta, cand_beta)
             roots.append(root.reshape(-1))
             bits.append(keep.reshape(-1))
-        return torch.stack([win_alpha, win_beta]), torch.cat(roots), torch.cat(bits)
+            upcoming.append(next_root.reshape(-1))
+        return torch.stack([win_alpha, win_beta]), torch.cat(roots), torch.cat(bits), torch.cat(upcoming)
     alpha, beta = line[0], line[1]
-    root = rule.roots(torch, alpha, beta)
-    on = rule.active(torch, alpha, beta, root, z)
+    root, on, upcoming = rule.decide(torch, alpha, beta, z)
     if node.kind == "relu":
         out = torch.where(on, line, torch.zeros((), dtype=line.dtype, device=line.device))
     elif node.kind == "leaky_relu":
         out = torch.where(on, line, node.attrs["negative_slope"] * line)
     else:
         out = torch.where(on, line, -line)
-    return out, root.reshape(-1), on.reshape(-1)
+    return out, root.reshape(-1), on.reshape(-1), upcoming.reshape(-1)
 
 
 class TorchLineBackend:
@@ -194,9 +193,8 @@ class TorchLineBackend:
         for node in graph.nodes[1:]:
             inputs = [values[i] for i in node.inputs]
             if node.kind in PIECEWISE:
-                out, root, bits = _piecewise_on_line(node, inputs[0], z)
+                out, root, bits, upcoming = _piecewise_on_line(node, inputs[0], z)
                 if root.numel():
-                    upcoming = rule.next_candidates(torch, root, z)
                     upcoming_by_node[node.id] = upcoming
                     node_next.append(upcoming.min())
                     if with_previous:

@@ -55,3 +55,14 @@ def next_candidates(xp: Any, root: Any, z: float) -> Any:
 def previous_candidates(xp: Any, root: Any, z: float) -> Any:
     """Finite roots at or below ``z`` (``-inf`` elsewhere): where the current piece began."""
     return xp.where(root <= z, root, float("-inf"))
+
+
+def decide(xp: Any, alpha: Any, beta: Any, z: float) -> tuple[Any, Any, Any]:
+    """Return ``(root, active, upcoming)`` of units in one pass over the arrays.
+
+    Equal to :func:`roots`, :func:`active` and :func:`next_candidates`, with the
+    comparison ``root > z`` computed once.
+    """
+    root = -alpha / (beta + 0.0)
+    beyond = root > z
+    return root, ~beyond ^ (beta < 0), xp.where(beyond, root, float("inf"))
