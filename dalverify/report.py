@@ -24,11 +24,13 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 def write_report(path: str | Path, image: np.ndarray, reconstruction: np.ndarray, reference: np.ndarray,
-                 result, *, title: str = "", lesion_mask: np.ndarray | None = None) -> None:
+                 result, *, title: str = "", lesion_mask: np.ndarray | None = None,
+                 lesion_label: str = "inserted lesion") -> None:
     """Write ``report.png``: input | reconstruction | reference | region on the input.
 
     The caption states the region size, the statistic and the naive and
-    selective p-values (with the selective enclosure).
+    selective p-values (with the selective enclosure). ``lesion_mask`` is
+    drawn dashed and named ``lesion_label`` in the caption.
     """
     import matplotlib
 
@@ -68,7 +70,7 @@ def write_report(path: str | Path, image: np.ndarray, reconstruction: np.ndarray
             f"naive p = {p['naive'].text}   selective p = {selective.text}{enclosure}"
         )
         if lesion_mask is not None:
-            caption += "   dashed blue: inserted lesion"
+            caption += f"   dashed blue: {lesion_label}"
     figure.suptitle(title, fontsize=11)
     figure.text(0.5, 0.03, caption, ha="center", fontsize=9)
     figure.tight_layout(rect=(0, 0.07, 1, 0.95))
