@@ -160,7 +160,7 @@ class Graph:
     """A piecewise-linear network as an inert, topologically ordered node tuple.
 
     Node 0 is the single ``input`` node; ``output`` names the output node.
-    ``metadata`` holds JSON-compatible facts that belong to the map (for a
+    ``metadata`` contains JSON-compatible facts that belong to the map (for a
     reconstruction: schedule, ``eta``, seed) and is covered by the digest.
     """
 
