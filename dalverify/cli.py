@@ -248,18 +248,6 @@ def _median_variance(stack: np.ndarray) -> float:
     return float(np.median(positive))
 
 
-def _bundled_covariance():
-    """Diagonal covariance from the bundled held-out 64x64 covariance slices.
-
-    The diagonal (shrinkage intensity 1) is used because 37 slices cannot
-    estimate 4096 x 4096 correlations, and a dense estimate moves every pixel
-    along the line, which multiplies the number of pieces about 50-fold.
-    """
-    from dalverify.methods.covariance import Diagonal
-
-    return Diagonal(_bundled_variances(64))
-
-
 def _covariance_from_args(args: argparse.Namespace, shape: tuple[int, int, int]):
     from dalverify.methods.covariance import Isotropic, estimate_covariance, load_covariance
 
@@ -277,7 +265,9 @@ def _covariance_from_args(args: argparse.Namespace, shape: tuple[int, int, int])
         stack = load_images(args.covariance_from, size=shape[1], channels=shape[0])
         return estimate_covariance(stack, constant_variance=_median_variance(stack))
     if args.model is None:
-        return _bundled_covariance()
+        from dalverify.methods.covariance import Diagonal
+
+        return Diagonal(_bundled_variances(shape[1]))
     raise InputError("no noise covariance given; pass --sigma S, --covariance FILE or --covariance-from DIR")
 
 
@@ -287,7 +277,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     from dalverify.methods.dal_test import DALTest
 
     started = time.perf_counter()
-    graph = _load_reconstruction_graph(args.model, args.t_start, args.steps, args.eta, args.seed)
+    size = args.bundled_size
+    graph = _load_reconstruction_graph(args.model, args.t_start, args.steps, args.eta, args.seed,
+                                       None if args.model else (1, size, size), size=size)
     shape = graph.input_shape
     raw_image = load_image(args.image, channels=shape[0], nifti_axis=args.nifti_axis, nifti_slice=args.nifti_slice)
     raw_reference = load_image(args.reference, channels=shape[0], nifti_axis=args.nifti_axis, nifti_slice=args.nifti_slice)
@@ -356,8 +348,11 @@ def _add_reconstruction_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dalverify", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dalverify",
+        description="Exact, certifiable selective p-values for anomaly regions found by diffusion-model reconstruction.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level on stderr (default WARNING)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -385,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("image", help="test image (PNG/JPEG/TIFF, .npy, NIfTI)")
     test.add_argument("--reference", required=True, help="reference image, same formats")
     test.add_argument("--model", default=None, help="a .dalv diffusion model or an exported .dalg graph (default: bundled brain model)")
+    test.add_argument("--bundled-size", type=int, choices=[32, 64], default=64,
+                      help="image size of the bundled brain model used without --model (default 64)")
     test.add_argument("--threshold", type=float, default=0.6, help="threshold lambda on |filtered residual| (default 0.6)")
     test.add_argument("--kernel-size", type=int, default=3, help="odd size K of the averaging filter (default 3)")
     test.add_argument("--sigma", type=float, default=None, help="noise standard deviation: Sigma = sigma^2 I")
