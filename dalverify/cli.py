@@ -304,7 +304,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     test = DALTest(graph, threshold=args.threshold, kernel_size=args.kernel_size, covariance=covariance,
                    reference_scale=args.reference_scale, mask=mask, two_sided=args.two_sided, search=search,
                    relative_width=args.relative_width, profile=args.profile, permutations=args.permutations,
-                   progress=False if args.quiet else None)
+                   progress=False if args.quiet else None, workers=args.workers)
     result = test.run(image, reference)
     payload = _finish_run(result, Path(args.out), image, reference, args, title=str(args.image))
     _emit(_summary(str(args.image), result, time.perf_counter() - started), args)
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--relative-width", type=float, default=1e-9, help="target relative width of the p-value enclosure (default 1e-9)")
     test.add_argument("--profile", choices=["default", "si4onnx"], default="default", help="compatibility profile")
     test.add_argument("--permutations", type=int, default=0, help="B for the permutation baseline (default 0: skip)")
+    test.add_argument("--workers", type=int, default=1,
+                      help="worker processes for the line walk (2 uses both cores of a 2-core machine; default 1)")
     test.add_argument("--nifti-axis", type=int, default=2, help="slice axis of a NIfTI input (default 2)")
     test.add_argument("--nifti-slice", type=int, default=None, help="slice index of a NIfTI input (default: middle)")
     test.add_argument("--certificate", default=None, help="write an audit certificate to this file")

@@ -219,6 +219,11 @@ class DALTest:
         Line-walk backend: ``"auto"``, ``"torch"`` or ``"numpy"``.
     dps
         Working decimal precision of the p-values (checked at twice it).
+    workers
+        Worker processes for the walk (each with one torch thread): with 2,
+        the two halves of the range and the two sides of each extension of
+        the adaptive range are walked at the same time. The partition is the
+        same as with 1.
     """
 
     def __init__(
@@ -241,6 +246,7 @@ class DALTest:
         image_shape: tuple[int, int, int] | None = None,
         progress: bool | None = None,
         max_pieces: int | None = None,
+        workers: int = 1,
     ) -> None:
         if profile not in PROFILES:
             raise InputError(f"profile={profile!r} is unknown; use one of {PROFILES}")
@@ -283,6 +289,10 @@ class DALTest:
         self.dps = int(dps)
         self.progress = progress
         self.max_pieces = max_pieces
+        if int(workers) < 1:
+            raise InputError(f"workers={workers!r} must be at least 1")
+        self.workers = int(workers)
+        self._pool = None
 
     # ------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -342,7 +352,11 @@ class DALTest:
 
         # 3. Walk the line and build Z.
         walk_started = time.perf_counter()
-        partition, unexplored = self._search(line, cuts)
+        try:
+            self._open_pool(line, cuts)
+            partition, unexplored = self._search(line, cuts)
+        finally:
+            self._close_pool()
         timings["walk"] = time.perf_counter() - walk_started
         z_pieces = [(piece.lo, piece.hi) for piece in partition.pieces if piece.label]
         truncation = IntervalUnion(z_pieces)
@@ -381,24 +395,59 @@ class DALTest:
         return result
 
     # ------------------------------------------------------------------
+    def _open_pool(self, line: Line, cuts: RegionCuts) -> None:
+        if self.workers < 2:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from dalverify.graph.io import graph_to_bytes
+
+        backend = self.backend if isinstance(self.backend, str) else "auto"
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+            initargs=(graph_to_bytes(self.graph), line.a_image, line.b_image, cuts, backend, self.max_pieces),
+        )
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
     def _walk(self, line: Line, cuts: RegionCuts, lo: float, hi: float) -> Partition:
         return walk_line(self.graph, line.a_image, line.b_image, lo, hi, cuts=cuts, backend=self.backend,
                          progress=self.progress, max_pieces=self.max_pieces)
+
+    def _walk_ranges(self, line: Line, cuts: RegionCuts, ranges: list[tuple[float, float]]) -> list[Partition]:
+        """Walk several disjoint ranges, in the worker processes when there are any."""
+        if self._pool is None:
+            return [self._walk(line, cuts, lo, hi) for lo, hi in ranges]
+        futures = [self._pool.submit(_walk_in_worker, lo, hi) for lo, hi in ranges]
+        return [future.result() for future in futures]
+
+    def _walk_split(self, line: Line, cuts: RegionCuts, lo: float, hi: float) -> Partition:
+        """Walk ``[lo, hi]``; with workers, as two halves split at the middle (or 0)."""
+        if self._pool is None:
+            return self._walk(line, cuts, lo, hi)
+        middle = 0.0 if not (math.isfinite(lo) and math.isfinite(hi)) else (lo + hi) / 2
+        if not lo < middle < hi:
+            return self._walk(line, cuts, lo, hi)
+        return _join(*self._walk_ranges(line, cuts, [(lo, middle), (middle, hi)]))
 
     def _search(self, line: Line, cuts: RegionCuts) -> tuple[Partition, IntervalUnion]:
         """Walk the configured range; return the partition and the unexplored part of the line."""
         sd, z_obs = line.sd, line.t_obs / line.sd
         if self.search == "whole":
-            return self._walk(line, cuts, -math.inf, math.inf), IntervalUnion([])
+            return self._walk_split(line, cuts, -math.inf, math.inf), IntervalUnion([])
         if self.search == "si4onnx" or isinstance(self.search, float):
             half = (10.0 + abs(z_obs)) * sd if self.search == "si4onnx" else self.search * sd
             half = max(half, abs(line.t_obs) * (1 + 1e-12) + sd * 1e-9)
-            partition = self._walk(line, cuts, -half, half)
+            partition = self._walk_split(line, cuts, -half, half)
             return partition, IntervalUnion([(-math.inf, -half), (half, math.inf)])
 
         # Adaptive: grow [-R, R] until the enclosure is narrow enough.
         half = (abs(z_obs) + _ADAPTIVE_START_SD) * sd
-        partition = self._walk(line, cuts, -half, half)
+        partition = self._walk_split(line, cuts, -half, half)
         for _ in range(_ADAPTIVE_MAX_STEPS):
             unexplored = IntervalUnion([(-math.inf, partition.lo), (partition.hi, math.inf)])
             z_now = IntervalUnion([(p.lo, p.hi) for p in partition.pieces if p.label])
@@ -407,8 +456,7 @@ class DALTest:
             if _relative_width(p_lo, p_hi) <= self.relative_width:
                 return partition, unexplored
             new_half = -partition.lo + _ADAPTIVE_GROWTH_SD * sd
-            left = self._walk(line, cuts, -new_half, partition.lo)
-            right = self._walk(line, cuts, partition.hi, new_half)
+            left, right = self._walk_ranges(line, cuts, [(-new_half, partition.lo), (partition.hi, new_half)])
             partition = _join(left, partition, right)
         logger.warning("adaptive search stopped after %d steps at half-width %g sd", _ADAPTIVE_MAX_STEPS, -partition.lo / sd)
         return partition, IntervalUnion([(-math.inf, partition.lo), (partition.hi, math.inf)])
@@ -471,16 +519,16 @@ def _relative_width(p_lo: Any, p_hi: Any) -> float:
     return float((hi - lo) / hi)
 
 
-def _join(left: Partition, middle: Partition, right: Partition) -> Partition:
-    """Concatenate three adjacent partitions into one.
+def _join(*parts: Partition) -> Partition:
+    """Concatenate adjacent partitions into one.
 
     At each joint (a range end of an inner walk, not a breakpoint) the two
-    touching pieces have the same pattern and cut signs, and are merged back
+    touching pieces have the same pattern and cut signs. They are merged back
     into one piece, so the result equals a single walk over the union.
     """
     pieces: list = []
     offset = 0
-    for part in (left, middle, right):
+    for part in parts:
         first = True
         for piece in part.pieces:
             index = piece.network_piece + offset
@@ -496,5 +544,29 @@ def _join(left: Partition, middle: Partition, right: Partition) -> Partition:
             first = False
         offset += part.network_pieces
     network_pieces = pieces[-1].network_piece + 1 if pieces else 0
-    return Partition(left.lo, right.hi, pieces, network_pieces, left.seconds + middle.seconds + right.seconds,
-                     middle.backend)
+    return Partition(parts[0].lo, parts[-1].hi, pieces, network_pieces, sum(part.seconds for part in parts),
+                     parts[0].backend)
+
+
+# State of a walk worker process, set once by _start_worker.
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(graph_bytes: bytes, a_image: np.ndarray, b_image: np.ndarray, cuts: "RegionCuts", backend: str,
+                  max_pieces: int | None) -> None:
+    import tempfile
+
+    from dalverify.graph.io import load_graph
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/graph.dalg"
+        with open(path, "wb") as stream:
+            stream.write(graph_bytes)
+        graph = load_graph(path)
+    _WORKER.update(graph=graph, a=a_image, b=b_image, cuts=cuts, backend=backend, max_pieces=max_pieces)
+
+
+def _walk_in_worker(lo: float, hi: float) -> Partition:
+    state = _WORKER
+    return walk_line(state["graph"], state["a"], state["b"], lo, hi, cuts=state["cuts"], backend=state["backend"],
+                     progress=False, max_pieces=state["max_pieces"])

@@ -231,3 +231,21 @@ def test_adaptive_enclosure_contains_whole_line_pvalue():
     assert whole.searched == (-np.inf, np.inf)
     exact = whole.pvalues["selective"].value
     assert lo <= exact <= hi
+
+
+@pytest.mark.parametrize("search", ["adaptive", "whole"])
+def test_two_workers_give_same_partition(search):
+    rng = np.random.default_rng(11)
+    builder = GraphBuilder((1, 8, 8))
+    hidden = builder.relu(builder.conv2d(0, rng.normal(size=(3, 1, 3, 3)) / 3, rng.normal(size=3) / 4, padding=1))
+    graph = builder.build(builder.conv2d(hidden, rng.normal(size=(1, 3, 3, 3)) / 4, padding=1))
+    x, ref = rng.normal(size=(1, 8, 8)), rng.normal(size=(1, 8, 8))
+    x[0, 3:5, 3:5] += 3.0
+    results = [DALTest(graph, threshold=1.0, covariance=Isotropic(1.0, 64), search=search, workers=workers,
+                       progress=False).run(x, ref) for workers in (1, 2)]
+    serial, parallel = (result.partition for result in results)
+    assert [(p.lo, p.hi, p.pattern, p.signs, p.label) for p in serial.pieces] == [
+        (p.lo, p.hi, p.pattern, p.signs, p.label) for p in parallel.pieces
+    ]
+    assert serial.network_pieces == parallel.network_pieces
+    assert results[0].pvalues["selective"].value == results[1].pvalues["selective"].value
