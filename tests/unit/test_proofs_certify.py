@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-PROOFS = Path(__file__).resolve().parents[2] / "proofs"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, PROOFS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from reference.proof_scripts import load_proof_script
 
 
 def test_direction_of_travel_checks_pass() -> None:
-    assert load_script("check_direction_of_travel").main() == 0
+    assert load_proof_script("check_direction_of_travel").main() == 0
 
 
 def test_rounding_bound_checks_pass() -> None:
-    assert load_script("check_rounding_bound").main() == 0
+    assert load_proof_script("check_rounding_bound").main() == 0
 
 
 def test_direction_check_detects_a_rule_that_reads_the_value_at_z(monkeypatch) -> None:
-    module = load_script("check_direction_of_travel")
+    module = load_proof_script("check_direction_of_travel")
 
     def value_at_z(xp, alpha, beta, root, z):
         # Decides by the value at z (si4onnx's x >= 0): wrong for units that are zero at z.
@@ -39,14 +30,14 @@ def test_direction_check_detects_a_rule_that_reads_the_value_at_z(monkeypatch) -
 
 
 def test_rounding_check_detects_a_missing_gamma(monkeypatch) -> None:
-    module = load_script("check_rounding_bound")
+    module = load_proof_script("check_rounding_bound")
     monkeypatch.setattr(module, "gamma", lambda n: 0.0)
     with pytest.raises(AssertionError, match="section"):
         module.main()
 
 
 def test_zone_check_detects_zones_without_margins(monkeypatch) -> None:
-    module = load_script("check_rounding_bound")
+    module = load_proof_script("check_rounding_bound")
 
     def no_margin(alpha, beta, rad_alpha, rad_beta, sign):
         # Zones of the midpoint line alone, ignoring the radii.

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "proofs" / "check_ddim_affine.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("check_ddim_affine", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from reference.proof_scripts import load_proof_script
 
 
 def test_ddim_affine_proof_checks_pass():
-    assert load_script().main() == 0
+    assert load_proof_script("check_ddim_affine").main() == 0
 
 
 def test_regrouped_form_check_detects_wrong_coefficient():
     import sympy as sp
 
-    module = load_script()
+    module = load_proof_script("check_ddim_affine")
     x_t, eps, noise = sp.symbols("x_t eps e", real=True)
     abar_t, abar_s, eta = sp.symbols("abar_t abar_s eta", positive=True)
     x_s, c1, c2, sigma = module.ddim_step(x_t, eps, noise, abar_t, abar_s, eta)

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "proofs" / "check_selective_pvalue.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("check_selective_pvalue", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from reference.proof_scripts import load_proof_script
 
 
 def test_selective_pvalue_proof_checks_pass():
-    assert load_script().main() == 0
+    assert load_proof_script("check_selective_pvalue").main() == 0
 
 
 def test_brute_force_rejects_all_in_all_out_extremes():
-    module = load_script()
+    module = load_proof_script("check_selective_pvalue")
 
     def all_in_all_out(a, b, u1, u0):
         all_out = a / (a + b)
@@ -34,7 +25,7 @@ def test_brute_force_rejects_all_in_all_out_extremes():
 
 
 def test_brute_force_rejects_one_minus_f_shortcut():
-    module = load_script()
+    module = load_proof_script("check_selective_pvalue")
 
     def wrong_equal_tailed(left, right, u_left, u_right):
         # Uses F at the known part only, ignoring the unexplored mass.

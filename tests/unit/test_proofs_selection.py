@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from fractions import Fraction
-from pathlib import Path
 
 import sympy as sp
 
-PROOFS = Path(__file__).resolve().parents[2] / "proofs"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, PROOFS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from reference.proof_scripts import load_proof_script
 
 
 def test_interval_lemma_proof_checks_pass() -> None:
-    assert load_script("check_interval_lemma").main() == 0
+    assert load_proof_script("check_interval_lemma").main() == 0
 
 
 def test_line_decomposition_proof_checks_pass() -> None:
-    assert load_script("check_line_decomposition").main() == 0
+    assert load_proof_script("check_line_decomposition").main() == 0
 
 
 def test_interval_lemma_check_detects_swapped_slope_and_intercept() -> None:
-    module = load_script("check_interval_lemma")
+    module = load_proof_script("check_interval_lemma")
     z = module.Z
     alpha, beta, lam = sp.Rational(1, 2), sp.Integer(2), sp.Integer(1)
     inside = sp.solveset(sp.Abs(alpha + beta * z) >= lam, z, sp.S.Reals)
@@ -40,7 +31,7 @@ def test_interval_lemma_check_detects_swapped_slope_and_intercept() -> None:
 
 
 def test_line_decomposition_check_detects_ignoring_reference_noise() -> None:
-    module = load_script("check_line_decomposition")
+    module = load_proof_script("check_line_decomposition")
     ctx = module.symbolic_setting(2, [0])
     n, c = ctx["n"], ctx["c"]
     # A direction built from Sigma on both halves (reference noise ignored) is correlated with T.
@@ -54,7 +45,7 @@ def test_line_decomposition_check_detects_ignoring_reference_noise() -> None:
 
 def test_reconstruction_bound_is_reached_in_part() -> None:
     # The bound is not vacuous: some inputs leave an error above u |d| / 4.
-    module = load_script("check_line_decomposition")
+    module = load_proof_script("check_line_decomposition")
     rng = random.Random(3)
     worst = 0
     for _ in range(2000):
@@ -66,7 +57,7 @@ def test_reconstruction_bound_is_reached_in_part() -> None:
 
 
 def test_float_root_check_rejects_a_wrong_root() -> None:
-    module = load_script("check_interval_lemma")
+    module = load_proof_script("check_interval_lemma")
     assert module.float_root_error_ok(1.0, 0.1, 3.0)
     root = (1.0 - 0.1) / 3.0
     # A root off by 2^-40 relative is outside the proven float64 error bound.
