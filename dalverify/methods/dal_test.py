@@ -64,9 +64,9 @@ _ADAPTIVE_MAX_STEPS = 40
 class RegionCuts:
     """Cut set of the selection event for the line walk.
 
-    Cut functions are the filtered residual minus and plus ``lambda`` on the
-    eligible pixels; an interval's label is True when its region equals the
-    observed one.
+    The cut functions are the filtered residual minus and plus ``lambda`` on
+    the eligible pixels. An interval's label is True when its region equals
+    the observed one.
     """
 
     def __init__(self, a_image: np.ndarray, b_image: np.ndarray, lambda_cuts: LambdaCuts, kernel_size: int,
@@ -354,7 +354,7 @@ class DALTest:
         walk_started = time.perf_counter()
         try:
             self._open_pool(line, cuts)
-            partition, unexplored = self._search(line, cuts)
+            partition, unexplored, enclosure = self._search(line, cuts)
         finally:
             self._close_pool()
         timings["walk"] = time.perf_counter() - walk_started
@@ -372,8 +372,10 @@ class DALTest:
 
         # 4. p-values.
         pvalue_started = time.perf_counter()
-        p_lo, p_hi = selective_pvalue_enclosure(line.t_obs, line.sd, truncation, unexplored,
-                                                two_sided=self.two_sided, dps=self.dps)
+        if enclosure is None:
+            enclosure = selective_pvalue_enclosure(line.t_obs, line.sd, truncation, unexplored,
+                                                   two_sided=self.two_sided, dps=self.dps)
+        p_lo, p_hi = enclosure
         selective = selective_pvalue(line.t_obs, line.sd, truncation, two_sided=self.two_sided, dps=self.dps)
         result.pvalues["selective"] = selective.with_enclosure(p_lo, p_hi) if hasattr(selective, "with_enclosure") else selective
         result.enclosure_width = _relative_width(p_lo, p_hi)
@@ -434,16 +436,21 @@ class DALTest:
             return self._walk(line, cuts, lo, hi)
         return _join(*self._walk_ranges(line, cuts, [(lo, middle), (middle, hi)]))
 
-    def _search(self, line: Line, cuts: RegionCuts) -> tuple[Partition, IntervalUnion]:
-        """Walk the configured range; return the partition and the unexplored part of the line."""
+    def _search(self, line: Line, cuts: RegionCuts) -> tuple[Partition, IntervalUnion, Any]:
+        """Walk the configured range.
+
+        Returns the partition, the unexplored part of the line, and the
+        selective p-value's enclosure when the adaptive search already
+        computed it for the final partition (``None`` otherwise).
+        """
         sd, z_obs = line.sd, line.t_obs / line.sd
         if self.search == "whole":
-            return self._walk_split(line, cuts, -math.inf, math.inf), IntervalUnion([])
+            return self._walk_split(line, cuts, -math.inf, math.inf), IntervalUnion([]), None
         if self.search == "si4onnx" or isinstance(self.search, float):
             half = (10.0 + abs(z_obs)) * sd if self.search == "si4onnx" else self.search * sd
             half = max(half, abs(line.t_obs) * (1 + 1e-12) + sd * 1e-9)
             partition = self._walk_split(line, cuts, -half, half)
-            return partition, IntervalUnion([(-math.inf, -half), (half, math.inf)])
+            return partition, IntervalUnion([(-math.inf, -half), (half, math.inf)]), None
 
         # Adaptive: grow [-R, R] until the enclosure is narrow enough.
         half = (abs(z_obs) + _ADAPTIVE_START_SD) * sd
@@ -454,12 +461,12 @@ class DALTest:
             p_lo, p_hi = selective_pvalue_enclosure(line.t_obs, sd, z_now, unexplored,
                                                     two_sided=self.two_sided, dps=self.dps)
             if _relative_width(p_lo, p_hi) <= self.relative_width:
-                return partition, unexplored
+                return partition, unexplored, (p_lo, p_hi)
             new_half = -partition.lo + _ADAPTIVE_GROWTH_SD * sd
             left, right = self._walk_ranges(line, cuts, [(-new_half, partition.lo), (partition.hi, new_half)])
             partition = _join(left, partition, right)
         logger.warning("adaptive search stopped after %d steps at half-width %g sd", _ADAPTIVE_MAX_STEPS, -partition.lo / sd)
-        return partition, IntervalUnion([(-math.inf, partition.lo), (partition.hi, math.inf)])
+        return partition, IntervalUnion([(-math.inf, partition.lo), (partition.hi, math.inf)]), None
 
     def _overconditioned(self, partition: Partition, cuts: RegionCuts, line: Line) -> IntervalUnion:
         """The interval around ``t_obs`` on which the network pattern, the region
