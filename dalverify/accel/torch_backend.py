@@ -1,9 +1,9 @@
 """Torch evaluator and line-walk backend (CPU or CUDA, float64 throughout).
 
 It applies the same per-kind semantics as :mod:`dalverify.graph.reference`
-and the same sign rule (:mod:`dalverify.line.rule`), so the partition and
-pattern digests it produces equal those of the numpy backend; a property
-test compares the two.
+and the same sign rule (:mod:`dalverify.line.rule`). The partition and
+pattern digests it produces therefore equal those of the numpy backend, and
+a property test compares the two.
 """
 
 from __future__ import annotations
@@ -168,11 +168,11 @@ class TorchLineBackend:
     def line_pass(self, z: float, *, keep_bits: bool = False, with_previous: bool = False) -> LinePass:
         """One walk step at ``z``.
 
-        On the CPU the step runs with one torch thread: the per-piece tensors
-        are small (batch 2), and on a 2-core machine one thread ran float64
-        convolutions 4 to 50 times faster than two (0.03 ms against 1.5 ms for
-        a 2x8x16x16 input, 1.1 ms against 4.6 ms at 64x64), because the
-        threads' synchronization dominates. The caller's setting is restored.
+        On the CPU the step runs with one torch thread, because the per-piece
+        tensors are small (batch 2) and thread synchronization dominates. On a
+        2-core machine one thread ran float64 convolutions 4 to 50 times
+        faster than two: 0.03 ms against 1.5 ms for a 2x8x16x16 input, and
+        1.1 ms against 4.6 ms at 64x64. The caller's setting is restored.
         """
         if self.device.type != "cpu":
             return self._line_pass(z, keep_bits, with_previous)

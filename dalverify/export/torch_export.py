@@ -4,7 +4,7 @@ The module is traced with the public ``torch.fx.symbolic_trace`` and then
 run once on the example input with a ``torch.fx.Interpreter`` that records
 every intermediate value. A value that does not depend on the input (a
 timestep embedding looked up at a constant index, a registered noise buffer,
-arithmetic on them) is folded into a constant; every value that depends on
+arithmetic on them) is folded into a constant. Every value that depends on
 the input becomes one or a few IR nodes. Everything that is not piecewise
 linear is collected and reported in one :class:`NotPiecewiseLinearError`.
 
