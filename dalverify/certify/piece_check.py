@@ -63,6 +63,7 @@ from dalverify.graph.reference import apply_linear, last_uses, pool_windows
 from dalverify.line import rule
 from dalverify.line.walk import CUT_NODE, Partition, Piece
 from dalverify.numerics.intervals import IntervalUnion, endpoint_to_text
+from dalverify.threads import single_blas_thread
 from dalverify.tolerances import LP_END_RTOL
 
 logger = logging.getLogger(__name__)
@@ -1286,21 +1287,22 @@ def certify_partition(
     flips_by_boundary: list[set[tuple[int, int]] | None] = []
     unexplained = 0
     reuse: dict[str, Any] = {}
-    for k in iterator:
-        piece = pieces[k]
-        named_lo = pieces[k - 1].end_units if k > 0 else ()
-        check, state = _check_piece(graph, a, b, piece, k, named_lo, cuts, method, checker, reuse)
-        checks.append(check)
-        issues.extend(f"interval {k}: {issue}" for issue in check.issues)
-        if previous is not None and state is not None:
-            flips = _flips(previous, state)
-            named = set(tuple(u) for u in pieces[k - 1].end_units)
-            if not flips <= named:
-                unexplained += len(flips - named)
-            flips_by_boundary.append(flips)
-        elif k > 0:
-            flips_by_boundary.append(None)
-        previous = state
+    with single_blas_thread():
+        for k in iterator:
+            piece = pieces[k]
+            named_lo = pieces[k - 1].end_units if k > 0 else ()
+            check, state = _check_piece(graph, a, b, piece, k, named_lo, cuts, method, checker, reuse)
+            checks.append(check)
+            issues.extend(f"interval {k}: {issue}" for issue in check.issues)
+            if previous is not None and state is not None:
+                flips = _flips(previous, state)
+                named = set(tuple(u) for u in pieces[k - 1].end_units)
+                if not flips <= named:
+                    unexplained += len(flips - named)
+                flips_by_boundary.append(flips)
+            elif k > 0:
+                flips_by_boundary.append(None)
+            previous = state
 
     covered, in_z, unresolved, resolved = _coverage(partition, checks, flips_by_boundary, issues)
     certificate = PartitionCertificate(

@@ -8,7 +8,9 @@ semantics), the exact interval and truncated-normal routines of
 imports neither torch nor :mod:`dalverify.line`, :mod:`dalverify.methods`,
 :mod:`dalverify.selection` or the producer's certification code: the sign
 rule, the residual filter, the statistic and the line, the region rule and
-the p-value formulas are re-implemented below in a few lines each.
+the p-value formulas are re-implemented below in a few lines each. Its
+third-party imports are numpy and mpmath, optionally cvxpy (the LP
+re-check) and threadpoolctl (one BLAS thread during the float passes).
 
 Order of the checks
 -------------------
@@ -649,8 +651,44 @@ def _exact_zone(alpha, beta, bit) -> tuple[Any, Any]:
     return (root, _INF) if s * beta > 0 else (-_INF, root)
 
 
+def _zones(groups: _Groups, cache: dict[int, tuple] | None = None) -> dict[int, tuple]:
+    """Per group key: the float zones ``(lo, hi)`` of its units and their extremes.
+
+    Entries already in ``cache`` (the network groups of a pattern shared by
+    several intervals) are reused, since they do not depend on ``z``.
+    """
+    out = {}
+    for key, (alpha, beta, bits, rad_alpha, rad_beta) in groups.data.items():
+        if cache is not None and key in cache:
+            out[key] = cache[key]
+            continue
+        zlo, zhi = _float_zone(alpha, beta, rad_alpha, rad_beta, np.where(bits, 1.0, -1.0))
+        extremes = (float(zlo.max()) if zlo.size else -_INF, float(zhi.min()) if zhi.size else _INF)
+        out[key] = (zlo, zhi) + extremes
+        if cache is not None and key != -1:
+            cache[key] = out[key]
+    return out
+
+
+def _proven_float(zones: dict[int, tuple], skip: set[tuple[int, int]]) -> tuple[float, float]:
+    """Intersection of the float zones of every unit not in ``skip``."""
+    lo, hi = -_INF, _INF
+    for key, (zlo, zhi, lo_max, hi_min) in zones.items():
+        left_out = [index for k, index in skip if k == key]
+        if left_out:
+            keep = np.ones(zlo.size, dtype=bool)
+            keep[left_out] = False
+            if not keep.any():
+                continue
+            lo_max, hi_min = float(zlo[keep].max()), float(zhi[keep].min())
+        lo, hi = max(lo, lo_max), min(hi, hi_min)
+    return lo, hi
+
+
 def _proven(groups: _Groups, exact: bool, skip: set[tuple[int, int]]) -> tuple[Any, Any]:
     """Intersection of the proven zones of every unit not in ``skip``."""
+    if not exact:
+        return _proven_float(_zones(groups), skip)
     lo, hi = -_INF, _INF
     for key, (alpha, beta, bits, rad_alpha, rad_beta) in groups.data.items():
         keep = np.ones(len(alpha), dtype=bool)
@@ -658,10 +696,6 @@ def _proven(groups: _Groups, exact: bool, skip: set[tuple[int, int]]) -> tuple[A
             if k == key:
                 keep[index] = False
         if not keep.any():
-            continue
-        if not exact:
-            zlo, zhi = _float_zone(alpha[keep], beta[keep], rad_alpha[keep], rad_beta[keep], np.where(bits[keep], 1.0, -1.0))
-            lo, hi = max(lo, float(zlo.max())), min(hi, float(zhi.min()))
             continue
         for i in np.flatnonzero(keep):
             zlo, zhi = _exact_zone(alpha[i], beta[i], bits[i])
@@ -1066,6 +1100,7 @@ class _Verifier:
                     _reject(f"{name}.pattern", f"the pattern read at z={z!r} has another digest")
                 bits, groups, out, out_rad = found
                 last["float"] = found
+                last.pop("zones", None)
                 groups = _Groups.copy_of(groups)
                 flipped += 1
             alpha, beta, rad_alpha, rad_beta = sel.cuts(out, out_rad)
@@ -1099,8 +1134,11 @@ class _Verifier:
                 proof.add(-1, cut_alpha, cut_beta, signs)
             self._check_end(k, iv, groups, proof if exact else None, strict_roots)
             named_lo = set(self.intervals[k - 1]["units"]) if k else set()
-            lo_hi = _proven(proof, exact, set())
-            proofs.append((lo_hi, _proven(proof, exact, named_lo), _proven(proof, exact, set(iv["units"]))))
+            if exact:
+                proofs.append(tuple(_proven(proof, True, skip) for skip in (set(), named_lo, set(iv["units"]))))
+            else:
+                zones = _zones(proof, last.setdefault("zones", {}))
+                proofs.append(tuple(_proven_float(zones, skip) for skip in (set(), named_lo, set(iv["units"]))))
             states.append((bits, signs))
             if k == self.obs_index:
                 self._overconditioned(out, out_rad)
@@ -1325,6 +1363,20 @@ class _Verifier:
         self.counts.update(lp_solves=solves, lp_worst_relative_disagreement=worst)
 
 
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread while the passes run: their products are small, and
+    extra threads slow them several-fold when the cores are shared. Without
+    ``threadpoolctl`` the block runs unchanged."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def verify(
     cert_path: str | os.PathLike,
     *,
@@ -1377,7 +1429,8 @@ def verify(
         checker.statistic()
         checker.tiling()
         checker.pvalues()
-        checker.pieces()
+        with _one_blas_thread():
+            checker.pieces()
         report = checker.enclosure()
         if lp:
             checker.lp_check()

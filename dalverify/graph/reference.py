@@ -1,5 +1,8 @@
 """Reference float64 semantics of a :class:`~dalverify.graph.ir.Graph`, in numpy.
 
+Every kind computes each batch element with the same operations whatever
+the batch size, so a value does not depend on what else is in the batch.
+
 This module imports no torch. It defines what every node kind computes and
 is the semantics that the independent verifier relies on. The torch backend
 must agree with it within :data:`dalverify.tolerances.EVALUATOR_RTOL`.
@@ -29,33 +32,53 @@ def _with_bias(out: np.ndarray, bias: np.ndarray, bias_mask: np.ndarray | None) 
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
-    """2-D cross-correlation with torch ``conv2d`` semantics, without bias."""
+    """2-D cross-correlation with torch ``conv2d`` semantics, without bias.
+
+    Lowered to one matrix product per group: the ``kh * kw`` shifted views of
+    the padded input are copied into a column buffer (im2col), which BLAS then
+    multiplies by the flattened weight. Each output is a sum of
+    ``C / groups * kh * kw`` products; the summation order is BLAS's, and the
+    rounding-error bounds used downstream hold for any order.
+    """
     batch, channels, height, width = x.shape
     out_channels, group_channels, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    windows = sliding_window_view(padded, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :out_h, :out_w]
-    windows = windows.reshape(batch, groups, channels // groups, out_h, out_w, kh, kw)
-    grouped = weight.reshape(groups, out_channels // groups, group_channels, kh, kw)
-    out = np.einsum("bgchwij,gocij->bgohw", windows, grouped, optimize=True)
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+
+    columns = np.empty((batch, channels, kh, kw, out_h, out_w))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
+            columns[:, :, i, j] = padded[:, :, rows, cols]
+
+    columns = columns.reshape(batch, groups, group_channels * kh * kw, out_h * out_w)
+    grouped = weight.reshape(groups, out_channels // groups, group_channels * kh * kw)
+    out = np.matmul(grouped, columns)
     return out.reshape(batch, out_channels, out_h, out_w)
 
 
 def conv_transpose2d(x: np.ndarray, weight: np.ndarray, stride, padding, output_padding, dilation) -> np.ndarray:
-    """Transposed 2-D convolution with torch semantics (groups 1), without bias."""
-    batch, _, height, width = x.shape
+    """Transposed 2-D convolution with torch semantics (groups 1), without bias.
+
+    One matrix product gives every kernel tap's contribution; the taps are
+    then added into the strided output positions (col2im).
+    """
+    batch, channels, height, width = x.shape
     _, out_channels, kh, kw = weight.shape
     (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
     full_h = (height - 1) * sh + dh * (kh - 1) + 1 + oph
     full_w = (width - 1) * sw + dw * (kw - 1) + 1 + opw
+
+    taps = np.matmul(weight.reshape(channels, out_channels * kh * kw).T, x.reshape(batch, channels, height * width))
+    taps = taps.reshape(batch, out_channels, kh, kw, height, width)
+
     full = np.zeros((batch, out_channels, full_h, full_w))
     for i in range(kh):
         for j in range(kw):
-            contribution = np.einsum("bchw,co->bohw", x, weight[:, :, i, j], optimize=True)
-            full[:, :, i * dh : i * dh + (height - 1) * sh + 1 : sh, j * dw : j * dw + (width - 1) * sw + 1 : sw] += contribution
+            full[:, :, i * dh : i * dh + (height - 1) * sh + 1 : sh, j * dw : j * dw + (width - 1) * sw + 1 : sw] += taps[:, :, i, j]
     out_h = (height - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     out_w = (width - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
     return full[:, :, ph : ph + out_h, pw : pw + out_w]
@@ -93,7 +116,9 @@ def apply_linear(node: Node, inputs: Sequence[np.ndarray], bias_mask: np.ndarray
     kind, attrs, params = node.kind, node.attrs, node.params
     x = inputs[0] if inputs else None
     if kind == "dense":
-        out = x @ params["weight"].T
+        # One product per batch element, so that each element's result does
+        # not depend on the batch size (the layer-major walk relies on it).
+        out = np.matmul(x[:, None, :], params["weight"].T)[:, 0]
     elif kind == "conv2d":
         out = conv2d(x, params["weight"], attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
         out_bias = params.get("bias")
@@ -110,7 +135,7 @@ def apply_linear(node: Node, inputs: Sequence[np.ndarray], bias_mask: np.ndarray
         sh, sw = attrs["scale"]
         return np.repeat(np.repeat(x, sh, axis=2), sw, axis=3)
     elif kind == "upsample_bilinear":
-        return np.einsum("oh,bchw,pw->bcop", params["rows"], x, params["cols"], optimize=True)
+        return np.matmul(np.matmul(params["rows"], x), params["cols"].T)
     elif kind == "scale_shift":
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return _with_bias(x * params["scale"].reshape(shape), params["shift"].reshape(shape), bias_mask)

@@ -12,6 +12,7 @@ ever added, so no piece can be skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ import numpy as np
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph
 from dalverify.line import rule
+from dalverify.threads import single_blas_thread
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +169,9 @@ def walk_line(
     cuts
         Optional :class:`CutSet` whose sign changes also cut the pieces.
     backend
-        ``"auto"``, ``"numpy"``, ``"torch"`` or a backend object.
+        ``"auto"``, ``"numpy"``, ``"torch"``, ``"layer"`` (the layer-major
+        sweep of :mod:`dalverify.line.layer_major`, numpy arithmetic, the
+        same partition as ``"numpy"``) or a backend object.
     record_outputs
         Keep ``(lo, hi, out_alpha, out_beta)`` of every network piece.
     max_pieces
@@ -191,6 +195,11 @@ def walk_line(
             raise InputError(f"line {name} has {value.size} entries; the graph input has shape {graph.input_shape}")
         if not np.all(np.isfinite(value)):
             raise InputError(f"line {name} contains NaN or infinite values")
+    if isinstance(backend, str) and backend == "layer":
+        from dalverify.line.layer_major import walk_layer_major
+
+        return walk_layer_major(graph, a, b, lo, hi, cuts=cuts, record_outputs=record_outputs,
+                                max_pieces=max_pieces, progress=progress)
     engine = make_backend(graph, a.reshape(graph.input_shape), b.reshape(graph.input_shape), backend)
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -205,30 +214,33 @@ def walk_line(
     outputs: list[tuple[float, float, np.ndarray, np.ndarray]] = []
     z = lo
     network_index = 0
+    # The numpy engine multiplies small matrices: one BLAS thread is faster.
+    blas = single_blas_thread() if getattr(engine, "name", "") == "numpy" else contextlib.nullcontext()
     try:
-        while True:
-            step = engine.line_pass(z)
-            piece_hi = min(step.next_break, hi)
-            final = step.next_break >= hi
-            network_units = () if final else step.binding
-            if record_outputs:
-                outputs.append((z, piece_hi, np.array(step.out_alpha), np.array(step.out_beta)))
-            if cuts is None:
-                pieces.append(Piece(z, piece_hi, step.pattern, network_units, "", None, network_index))
-            else:
-                pieces.extend(_split_by_cuts(cuts, step, z, piece_hi, network_units, network_index))
-            network_index += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(z=f"{piece_hi:.4g}", refresh=False)
-            if max_pieces is not None and network_index >= max_pieces and not final:
-                raise InputError(
-                    f"the walk reached max_pieces={max_pieces} network pieces at z={piece_hi!r} before "
-                    f"the end of the range {hi!r}; raise max_pieces or narrow the range"
-                )
-            if final:
-                break
-            z = piece_hi
+        with blas:
+            while True:
+                step = engine.line_pass(z)
+                piece_hi = min(step.next_break, hi)
+                final = step.next_break >= hi
+                network_units = () if final else step.binding
+                if record_outputs:
+                    outputs.append((z, piece_hi, np.array(step.out_alpha), np.array(step.out_beta)))
+                if cuts is None:
+                    pieces.append(Piece(z, piece_hi, step.pattern, network_units, "", None, network_index))
+                else:
+                    pieces.extend(_split_by_cuts(cuts, step, z, piece_hi, network_units, network_index))
+                network_index += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(z=f"{piece_hi:.4g}", refresh=False)
+                if max_pieces is not None and network_index >= max_pieces and not final:
+                    raise InputError(
+                        f"the walk reached max_pieces={max_pieces} network pieces at z={piece_hi!r} before "
+                        f"the end of the range {hi!r}; raise max_pieces or narrow the range"
+                    )
+                if final:
+                    break
+                z = piece_hi
     finally:
         if bar is not None:
             bar.close()

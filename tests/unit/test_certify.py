@@ -153,7 +153,7 @@ def test_verifier_runs_with_torch_blocked(small_certificate):
 def test_verify_module_imports_only_allowed_packages():
     tree = ast.parse((REPO / "dalverify" / "certify" / "verify.py").read_text())
     allowed_roots = {"contextlib", "hashlib", "itertools", "json", "logging", "math", "os", "sys", "time", "dataclasses", "fractions",
-                     "pathlib", "typing", "numpy", "mpmath", "cvxpy", "__future__"}
+                     "pathlib", "typing", "numpy", "mpmath", "cvxpy", "threadpoolctl", "__future__"}
     allowed_internal = ("dalverify.graph", "dalverify.numerics", "dalverify.errors", "dalverify.tolerances")
     for node in ast.walk(tree):
         names = []
