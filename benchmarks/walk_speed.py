@@ -4,10 +4,14 @@ For each image size, a U-Net (base width 8, depth 3, max-pool down,
 transposed-convolution up, concatenation skips; seeded random weights) is
 unrolled into a 5-step DDIM reconstruction (T' = 460, eta = 1), exported, and
 the line of a DAL-Test on a seeded N(0, I) image pair is walked over a fixed
-range around t_obs. Prints one JSON line per size with the median over
-``--repeats`` runs of the seconds, the network pieces and pieces per second.
+range around t_obs. Prints one JSON line per size and engine with the median
+over ``--repeats`` runs of the seconds, the network pieces and pieces per
+second. With ``--range-sd R`` the walk covers ``[t_obs, t_obs + R sd]``
+exactly (the same range for every engine, which is what a comparison
+needs); otherwise it stops after ``--max-pieces`` network pieces.
 
     python benchmarks/walk_speed.py --sizes 16 32 64 --max-pieces 400 --repeats 3
+    python benchmarks/walk_speed.py --sizes 32 --range-sd 0.5 --backends torch numpy layer
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--range-sd", type=float, default=None, help="walk exactly [t_obs, t_obs + R sd]")
+    parser.add_argument("--backends", nargs="+", default=["auto"], help="walk engines: auto, torch, numpy, layer")
     args = parser.parse_args()
 
     for size in args.sizes:
@@ -56,28 +62,35 @@ def main() -> int:
         region, _ = test.observed_region(image)
         line = line_from_images(image, reference, region, Isotropic(1.0, n), 1.0)
         cuts = RegionCuts(line.a_image, line.b_image, LambdaCuts(args.threshold, (size, size)), 3, "default", region)
-        seconds, pieces = [], []
-        for _ in range(args.repeats):
-            started = time.perf_counter()
-            # Walk from t_obs towards +inf until max_pieces network pieces.
-            try:
-                partition = walk_line(graph, line.a_image, line.b_image, line.t_obs, line.t_obs + 50 * line.sd,
-                                      cuts=cuts, max_pieces=args.max_pieces, progress=False)
-                count = partition.network_pieces
-            except Exception:  # max_pieces reached: the count is max_pieces
-                count = args.max_pieces
-            seconds.append(time.perf_counter() - started)
-            pieces.append(count)
-        median = statistics.median(seconds)
-        print(json.dumps({
-            "size": size, "units": graph.count_units(), "nodes": len(graph.nodes), "region": int(region.sum()),
-            "network_pieces": int(statistics.median(pieces)), "seconds_median": round(median, 3),
-            "seconds_all": [round(s, 3) for s in seconds],
-            "pieces_per_second": round(statistics.median(pieces) / median, 1),
-            "ms_per_piece": round(1e3 * median / statistics.median(pieces), 2),
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads available",
-        }), flush=True)
+        for backend in args.backends:
+            seconds, pieces = [], []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                if args.range_sd is not None:
+                    partition = walk_line(graph, line.a_image, line.b_image, line.t_obs, line.t_obs + args.range_sd * line.sd,
+                                          cuts=cuts, backend=backend, progress=False)
+                    count = partition.network_pieces
+                else:
+                    # Walk from t_obs towards +inf until max_pieces network pieces.
+                    try:
+                        partition = walk_line(graph, line.a_image, line.b_image, line.t_obs, line.t_obs + 50 * line.sd,
+                                              cuts=cuts, max_pieces=args.max_pieces, backend=backend, progress=False)
+                        count = partition.network_pieces
+                    except Exception:  # max_pieces reached: the count is max_pieces
+                        count = args.max_pieces
+                seconds.append(time.perf_counter() - started)
+                pieces.append(count)
+            median = statistics.median(seconds)
+            print(json.dumps({
+                "size": size, "backend": backend, "units": graph.count_units(), "nodes": len(graph.nodes),
+                "region": int(region.sum()), "range_sd": args.range_sd,
+                "network_pieces": int(statistics.median(pieces)), "seconds_median": round(median, 3),
+                "seconds_all": [round(s, 3) for s in seconds],
+                "pieces_per_second": round(statistics.median(pieces) / median, 1),
+                "ms_per_piece": round(1e3 * median / statistics.median(pieces), 2),
+                "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads available",
+            }), flush=True)
     return 0
 
 

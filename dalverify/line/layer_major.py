@@ -1,0 +1,385 @@
+"""Layer-major walk: all pieces of a range in one sweep over the graph.
+
+The piece-by-piece walk (:func:`dalverify.line.walk.walk_line` with the numpy
+backend) evaluates the whole graph once per piece, two rows at a time. This
+engine instead keeps a sorted list of *segments* of the range and sweeps the
+graph once, node by node:
+
+- a linear node is applied to the ``(alpha, beta)`` rows of every current
+  segment in one batched call;
+- a piecewise node computes every unit's root ``-alpha / (beta + 0.0)`` on
+  every segment, splits each segment at the roots that lie strictly inside
+  it, and decides the units on each new segment at its start with the sign
+  rule of :mod:`dalverify.line.rule`.
+
+After the last node every segment is a network piece. Because each value on
+a segment is computed with the same float64 operations as the numpy walk
+computes it at the segment's start (the numpy reference evaluator treats
+every batch element independently), and the sign rule is a step function of
+``z`` with jumps only at the stored roots, the result is the numpy walk's
+partition bit for bit: the same ends, pattern digests and binding units.
+The reasoning is in ``proofs/direction_of_travel.md`` (section on the
+layer-major order).
+
+Memory is bounded by ``max_segments``: when a split would create more
+segments than that, the segments beyond the limit are dropped and the sweep
+goes on with the range shortened to the first dropped start, which is a root
+and therefore a breakpoint of the walk; the next sweep starts there. The
+early layers of the dropped part are computed again by the next sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from dalverify.errors import InputError
+from dalverify.graph.ir import Graph, Node
+from dalverify.graph.reference import apply_linear, last_uses, pool_windows
+from dalverify.line.walk import CUT_NODE, CutSet, Partition, Piece, _split_by_cuts
+from dalverify.threads import single_blas_thread
+
+logger = logging.getLogger(__name__)
+
+#: Rows (two per segment) per call of the reference evaluator: the column
+#: buffer of a convolution then stays in the caches. Must be even.
+ROW_CHUNK = 16
+
+#: Default memory budget of one sweep, in bytes, for the values of all
+#: segments kept alive at once.
+DEFAULT_MEMORY = 1 << 30
+
+_PIECEWISE = ("relu", "leaky_relu", "abs", "max_pool2d")
+
+
+class _Step:
+    """Output of one network piece, shaped like a walk step for the cut split."""
+
+    __slots__ = ("out_alpha", "out_beta", "pattern")
+
+    def __init__(self, out_alpha: np.ndarray, out_beta: np.ndarray, pattern: str) -> None:
+        self.out_alpha = out_alpha
+        self.out_beta = out_beta
+        self.pattern = pattern
+
+
+class _Sweep:
+    """Segments of one sweep and the values of the graph on each of them.
+
+    ``starts`` is strictly increasing; segment ``j`` is
+    ``[starts[j], starts[j + 1])``, the last one ends at ``end``. Every value
+    is an array ``(n_segments, 2, *shape)`` holding ``alpha`` and ``beta``.
+    """
+
+    def __init__(self, lo: float, hi: float, max_segments: int) -> None:
+        self.starts = np.array([lo], dtype=np.float64)
+        self.end = hi
+        self.max_segments = max_segments
+        self.hashers = [hashlib.sha256()]
+        self.binding: list[list[tuple[int, int]]] = [[]]
+        # A value is stored at the generation (number of splits so far) at
+        # which it was computed, with one row pair per segment of that
+        # generation; maps[g][j] is the generation-g segment that contains
+        # segment j of generation g + 1.
+        self.values: dict[int, tuple[np.ndarray, int]] = {}
+        self.maps: list[np.ndarray] = []
+        self._to_current: dict[int, np.ndarray] = {}
+
+    @property
+    def generation(self) -> int:
+        return len(self.maps)
+
+    def index(self, generation: int, target: int | None = None) -> np.ndarray:
+        """Rows of a generation-``generation`` value for each segment of ``target`` (default: now)."""
+        target = self.generation if target is None else target
+        if target == self.generation and generation in self._to_current:
+            return self._to_current[generation]
+        index = np.arange(self.starts.size) if target == self.generation else np.arange(self.maps[target].size)
+        for g in range(target - 1, generation - 1, -1):
+            index = self.maps[g][index]
+        if target == self.generation:
+            self._to_current[generation] = index
+        return index
+
+    def get(self, node_id: int, target: int | None = None) -> np.ndarray:
+        """The value of ``node_id`` with one row pair per segment of generation ``target``."""
+        value, generation = self.values[node_id]
+        target = self.generation if target is None else target
+        if generation == target:
+            return value
+        return value[self.index(generation, target)]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.append(self.starts[1:], self.end)
+
+    def split(self, root: np.ndarray, extra: list[np.ndarray]) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """Split every segment at the roots (``root`` is ``(n, units)``) strictly inside it.
+
+        Returns the parent index of each new segment (None when nothing
+        splits) and the arrays of ``extra`` indexed by it. ``values``,
+        ``hashers`` and ``binding`` are updated in place.
+        """
+        n = self.starts.size
+        with np.errstate(invalid="ignore"):
+            inside = (root > self.starts[:, None]) & (root < self.ends[:, None])
+        segment, unit = np.nonzero(inside)
+        if segment.size == 0:
+            return None, extra
+
+        # New starts: each old start followed by the distinct roots inside it.
+        all_segments = np.concatenate([np.arange(n), segment])
+        all_starts = np.concatenate([self.starts, root[segment, unit] + 0.0])
+        order = np.lexsort((all_starts, all_segments))
+        all_segments, all_starts = all_segments[order], all_starts[order]
+        keep = np.ones(all_starts.size, dtype=bool)
+        keep[1:] = (all_segments[1:] != all_segments[:-1]) | (all_starts[1:] != all_starts[:-1])
+        parent, starts = all_segments[keep], all_starts[keep]
+        last_child = np.ones(parent.size, dtype=bool)
+        last_child[:-1] = parent[1:] != parent[:-1]
+
+        # Bound the number of segments: the range then ends at the first
+        # dropped start, a root or an earlier start, so a breakpoint of the
+        # walk. The kept segment before it keeps its earlier binding units
+        # exactly when that start is an earlier one (it was its parent's
+        # last child before the cut).
+        if parent.size > self.max_segments:
+            self.end = float(starts[self.max_segments])
+            parent, starts, last_child = (x[: self.max_segments] for x in (parent, starts, last_child))
+
+        first_child = np.ones(parent.size, dtype=bool)
+        first_child[1:] = parent[1:] != parent[:-1]
+        hashers = [self.hashers[p] if first else self.hashers[p].copy() for p, first in zip(parent, first_child)]
+        binding = [list(self.binding[p]) if last else [] for p, last in zip(parent, last_child)]
+        self.starts, self.hashers, self.binding = starts, hashers, binding
+        self.maps.append(parent)
+        self._to_current = {}
+        return parent, [array[parent] for array in extra]
+
+    def bind(self, root: np.ndarray, node_id: int, offset: int = 0) -> None:
+        """Record the units whose root equals their segment's end."""
+        with np.errstate(invalid="ignore"):
+            segment, unit = np.nonzero(root == self.ends[:, None])
+        for j, i in zip(segment.tolist(), unit.tolist()):
+            self.binding[j].append((node_id, offset + i))
+
+    def hash_bits(self, node_id: int, bits: np.ndarray) -> None:
+        """Add one node's pattern (``bits`` is ``(n, units)``) to every segment's digest."""
+        packed = np.packbits(bits, axis=1)
+        tag = node_id.to_bytes(4, "little")
+        for hasher, row in zip(self.hashers, packed):
+            hasher.update(tag)
+            hasher.update(row.tobytes())
+
+
+def _apply(node: Node, inputs: list[np.ndarray]) -> np.ndarray:
+    """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call."""
+    n = inputs[0].shape[0]
+    rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
+    mask = np.tile(np.array([True, False]), ROW_CHUNK // 2)
+    if 2 * n <= ROW_CHUNK:
+        out = apply_linear(node, rows, bias_mask=mask[: 2 * n])
+        return out.reshape((n, 2) + out.shape[1:])
+    out = np.empty((2 * n,) + tuple(node.shape))
+    for start in range(0, 2 * n, ROW_CHUNK):
+        chunk = [r[start : start + ROW_CHUNK] for r in rows]
+        out[start : start + ROW_CHUNK] = apply_linear(node, chunk, bias_mask=mask[: chunk[0].shape[0]])
+    return out.reshape((n, 2) + out.shape[1:])
+
+
+def _roots(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return -alpha / (beta + 0.0)
+
+
+def _decide(root: np.ndarray, beta: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The sign rule ``not (root > z) xor (beta < 0)`` with ``z`` the segment start."""
+    with np.errstate(invalid="ignore"):
+        return ~(root > starts[:, None]) ^ (beta < 0)
+
+
+def _pointwise(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    alpha, beta = x[:, 0].reshape(n, -1), x[:, 1].reshape(n, -1)
+    root = _roots(alpha, beta)
+    parent, (x, root, beta) = sweep.split(root, [x, root, beta])
+    on = _decide(root, beta, sweep.starts)
+    sweep.bind(root, node.id)
+    sweep.hash_bits(node.id, on)
+    shaped = on.reshape((on.shape[0], 1) + x.shape[2:])
+    if node.kind == "relu":
+        return np.where(shaped, x, 0.0)
+    if node.kind == "leaky_relu":
+        return np.where(shaped, x, node.attrs["negative_slope"] * x)
+    return np.where(shaped, x, -x)
+
+
+def _max_pool(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
+    """A max-pool node as its tournament of comparisons, one split per stage."""
+    n = x.shape[0]
+    windows = pool_windows(x.reshape((2 * n,) + x.shape[2:]), node.attrs["kernel_size"], node.attrs["stride"])
+    windows = np.ascontiguousarray(windows).reshape((n, 2) + windows.shape[1:])
+    winner = windows[..., 0]
+    out_size = int(np.prod(winner.shape[2:]))
+    stage_bits: list[np.ndarray] = []
+    for stage in range(1, windows.shape[-1]):
+        candidate = windows[..., stage]
+        diff = winner - candidate
+        m = diff.shape[0]
+        diff_alpha, diff_beta = diff[:, 0].reshape(m, -1), diff[:, 1].reshape(m, -1)
+        root = _roots(diff_alpha, diff_beta)
+        parent, extra = sweep.split(root, [windows, winner, root, diff_beta] + stage_bits)
+        windows, winner, root, diff_beta, stage_bits = extra[0], extra[1], extra[2], extra[3], extra[4:]
+        keep = _decide(root, diff_beta, sweep.starts)
+        sweep.bind(root, node.id, (stage - 1) * out_size)
+        shaped = keep.reshape((keep.shape[0], 1) + winner.shape[2:])
+        winner = np.where(shaped, winner, windows[..., stage])
+        stage_bits.append(keep)
+    if stage_bits:
+        sweep.hash_bits(node.id, np.concatenate(stage_bits, axis=1))
+    else:
+        sweep.hash_bits(node.id, np.zeros((sweep.starts.size, 0), dtype=bool))
+    return winner
+
+
+def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
+    """Segments per sweep such that the live values fit in about ``memory`` bytes.
+
+    The estimate counts, per segment, two float64 rows of the values that are
+    alive at the same time (at most the sum of the node sizes between a
+    value's creation and its last use), plus the working arrays of the widest
+    piecewise node.
+    """
+    last = last_uses(graph)
+    live = 0
+    peak = 0
+    ending: dict[int, int] = {}
+    for node in graph.nodes:
+        live += node.size
+        ending.setdefault(last[node.id], 0)
+        ending[last[node.id]] += node.size
+        peak = max(peak, live)
+        live -= ending.pop(node.id, 0)
+    widest = max((node.size for node in graph.nodes), default=1)
+    per_segment = 16 * (peak + 6 * widest)
+    return max(2, int(memory // max(per_segment, 1)))
+
+
+def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int]) -> _Sweep:
+    sweep = _Sweep(lo, hi, max_segments)
+    sweep.values[0] = (np.stack([a, b])[None], 0)
+    for node in graph.nodes[1:]:
+        if node.kind in _PIECEWISE:
+            x = sweep.get(node.inputs[0])
+            out = _max_pool(sweep, node, x) if node.kind == "max_pool2d" else _pointwise(sweep, node, x)
+            sweep.values[node.id] = (out, sweep.generation)
+        else:
+            # A linear node depends only on its inputs: it is computed once
+            # per segment of the newest generation among them.
+            generation = max(sweep.values[i][1] for i in node.inputs)
+            out = _apply(node, [sweep.get(i, generation) for i in node.inputs])
+            sweep.values[node.id] = (out, generation)
+        for source in set(node.inputs):
+            if last[source] == node.id:
+                del sweep.values[source]
+    return sweep
+
+
+def walk_layer_major(
+    graph: Graph,
+    a: np.ndarray,
+    b: np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    cuts: CutSet | None = None,
+    record_outputs: bool = False,
+    max_pieces: int | None = None,
+    max_segments: int | None = None,
+    progress: bool | None = None,
+) -> Partition:
+    """Partition ``[lo, hi]`` into the linear pieces of ``graph`` along ``a + b z``, layer-major.
+
+    Same contract and same result as :func:`dalverify.line.walk.walk_line`
+    with ``backend="numpy"``; the arguments are checked by that function,
+    which calls this one for ``backend="layer"``.
+
+    Parameters
+    ----------
+    max_segments
+        Most segments one sweep keeps (default: :func:`default_max_segments`).
+
+    Returns
+    -------
+    Partition
+        With ``backend == "layer"``.
+    """
+    if max_segments is None:
+        max_segments = default_max_segments(graph)
+    if max_segments < 2:
+        raise InputError(f"max_segments={max_segments} must be at least 2")
+    a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
+    b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
+    last = last_uses(graph)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="line sweep", unit="piece", file=sys.stderr, leave=False)
+
+    started = time.perf_counter()
+    pieces: list[Piece] = []
+    outputs: list[tuple[float, float, np.ndarray, np.ndarray]] = []
+    network_index = 0
+    z = lo
+    sweeps = 0
+    try:
+        with single_blas_thread():
+            while True:
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last)
+                sweeps += 1
+                out = sweep.get(graph.output)
+                ends = sweep.ends
+                for j in range(sweep.starts.size):
+                    start, end = float(sweep.starts[j]), float(ends[j])
+                    final = end >= hi
+                    units = () if final else tuple(sweep.binding[j])
+                    pattern = sweep.hashers[j].hexdigest()
+                    if record_outputs:
+                        outputs.append((start, end, np.array(out[j, 0]), np.array(out[j, 1])))
+                    if cuts is None:
+                        pieces.append(Piece(start, end, pattern, units, "", None, network_index))
+                    else:
+                        step = _Step(out[j, 0], out[j, 1], pattern)
+                        pieces.extend(_split_by_cuts(cuts, step, start, end, units, network_index))
+                    network_index += 1
+                    if max_pieces is not None and network_index >= max_pieces and not final:
+                        raise InputError(
+                            f"the walk reached max_pieces={max_pieces} network pieces at z={end!r} before "
+                            f"the end of the range {hi!r}; raise max_pieces or narrow the range"
+                        )
+                if bar is not None:
+                    bar.update(sweep.starts.size)
+                    bar.set_postfix(z=f"{sweep.end:.4g}", refresh=False)
+                if sweep.end >= hi:
+                    break
+                z = sweep.end
+    finally:
+        if bar is not None:
+            bar.close()
+
+    seconds = time.perf_counter() - started
+    logger.info("swept %d network pieces (%d intervals) over [%g, %g] in %d sweeps, %.2f s",
+                network_index, len(pieces), lo, hi, sweeps, seconds)
+    return Partition(lo, hi, pieces, network_index, seconds, "layer", outputs)
+
+
+__all__ = ["DEFAULT_MEMORY", "ROW_CHUNK", "default_max_segments", "walk_layer_major"]

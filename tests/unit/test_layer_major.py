@@ -1,0 +1,148 @@
+"""The layer-major sweep returns the piece-by-piece numpy walk's partition, bit for bit.
+
+The reference here is the numpy walk (one full pass per piece), itself
+checked against exact rational breakpoints in ``test_line_exact.py``; the
+comparison covers ends, pattern digests, binding units, cut signs and labels.
+Small ``max_segments`` values force the sweep to stop early and restart, which
+is the path that bounds memory on large images.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dalverify.errors import InputError
+from dalverify.export import export
+from dalverify.line import walk_line
+from dalverify.line.layer_major import default_max_segments, walk_layer_major
+from dalverify.methods.covariance import Isotropic
+from dalverify.methods.dal_test import DALTest, RegionCuts
+from dalverify.methods.statistic import line_from_images
+from dalverify.selection.event import LambdaCuts
+from reference.exact_line import exact_breakpoints, to_fraction_layers
+from reference.strategies import as_fractions, build_graph, tiny_networks
+from reference.torch_modules import EveryKind, SmallUNet
+
+
+def summary(partition):
+    return [(p.lo, p.hi, p.pattern, p.end_units, p.signs, p.label, p.network_piece) for p in partition.pieces]
+
+
+@pytest.fixture(scope="module")
+def every_kind():
+    return export(EveryKind().double().eval(), torch.zeros(1, 2, 8, 8, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def small_unet():
+    return export(SmallUNet(width=2).double().eval(), torch.zeros(1, 1, 16, 16, dtype=torch.float64))
+
+
+@given(tiny_networks(), st.sampled_from([2, 3, 5, 1000]))
+def test_tiny_networks_match_numpy_walk(case, max_segments):
+    layers, a, b, _ = case
+    graph = build_graph(layers, len(a))
+    reference = walk_line(graph, np.array(a), np.array(b), -64.0, 64.0, backend="numpy")
+    swept = walk_layer_major(graph, np.array(a), np.array(b), -64.0, 64.0, max_segments=max_segments, progress=False)
+    swept.check_tiling()
+    assert summary(swept) == summary(reference)
+    assert swept.network_pieces == reference.network_pieces
+
+
+@given(tiny_networks())
+@settings(max_examples=20)
+def test_tiny_networks_match_exact_breakpoints(case):
+    layers, a, b, planted = case
+    graph = build_graph(layers, len(a))
+    swept = walk_line(graph, np.array(a), np.array(b), -64.0, 64.0, backend="layer")
+    exact = exact_breakpoints(to_fraction_layers(layers), as_fractions(a), as_fractions(b), Fraction(-64), Fraction(64))
+    got = swept.ends()
+    assert len(got) == len(exact)
+    if "narrow" not in planted:
+        # Dyadic weights and lines: every float root is the correctly rounded exact one.
+        assert [float(x) for x in exact] == got.tolist()
+
+
+@given(tiny_networks(), st.sampled_from([2, 4, 1000]))
+@settings(max_examples=20)
+def test_unbounded_range(case, max_segments):
+    layers, a, b, _ = case
+    graph = build_graph(layers, len(a))
+    reference = walk_line(graph, np.array(a), np.array(b), -math.inf, math.inf, backend="numpy")
+    swept = walk_layer_major(graph, np.array(a), np.array(b), -math.inf, math.inf, max_segments=max_segments)
+    assert summary(swept) == summary(reference)
+    assert swept.pieces[0].lo == -math.inf and swept.pieces[-1].hi == math.inf
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([2, 7, 64]))
+@settings(max_examples=10)
+def test_every_kind_matches_numpy_walk(every_kind, seed, max_segments):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, 8, 8))
+    b = rng.normal(size=(2, 8, 8))
+    reference = walk_line(every_kind, a, b, -0.5, 0.5, backend="numpy", record_outputs=True)
+    swept = walk_layer_major(every_kind, a, b, -0.5, 0.5, max_segments=max_segments, record_outputs=True)
+    assert len(reference.pieces) > 3
+    assert summary(swept) == summary(reference)
+    for (lo1, hi1, alpha1, beta1), (lo2, hi2, alpha2, beta2) in zip(swept.outputs, reference.outputs):
+        assert (lo1, hi1) == (lo2, hi2)
+        assert np.array_equal(alpha1, alpha2) and np.array_equal(beta1, beta2)
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([3, 16, 1000]))
+@settings(max_examples=6)
+def test_unet_with_region_cuts_matches_numpy_walk(small_unet, seed, max_segments):
+    rng = np.random.default_rng(seed)
+    image, reference_image = rng.normal(size=(2, 1, 16, 16))
+    image[0, 4:8, 4:8] += 3.0
+    covariance = Isotropic(1.0, 256)
+    test = DALTest(small_unet, threshold=0.5, covariance=covariance, progress=False)
+    region, _ = test.observed_region(image)
+    if not region.any():
+        return
+    line = line_from_images(image, reference_image, region, covariance, 1.0)
+    cuts = RegionCuts(line.a_image, line.b_image, LambdaCuts(0.5, (16, 16)), 3, "default", region)
+    lo, hi = line.t_obs - 0.5 * line.sd, line.t_obs + 0.5 * line.sd
+    reference = walk_line(small_unet, line.a_image, line.b_image, lo, hi, cuts=cuts, backend="numpy")
+    swept = walk_layer_major(small_unet, line.a_image, line.b_image, lo, hi, cuts=cuts, max_segments=max_segments)
+    assert summary(swept) == summary(reference)
+    assert any(p.label for p in swept.pieces)
+
+
+def test_truncated_sweeps_restart_at_a_breakpoint(small_unet):
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 1, 16, 16))
+    whole = walk_layer_major(small_unet, a, b, -0.3, 0.3, max_segments=10_000)
+    pieces = whole.network_pieces
+    assert pieces > 20
+    small = walk_layer_major(small_unet, a, b, -0.3, 0.3, max_segments=4)
+    assert summary(small) == summary(whole)
+    # Every restart point is an end of a piece with binding units, never an
+    # artificial cut: the pieces are the same whatever the segment limit.
+    assert all(p.end_units for p in small.pieces[:-1])
+
+
+def test_max_pieces_and_bad_limit(small_unet):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 1, 16, 16))
+    with pytest.raises(InputError, match="max_pieces=3"):
+        walk_line(small_unet, a, b, -1.0, 1.0, backend="layer", max_pieces=3)
+    with pytest.raises(InputError, match="max_segments=1"):
+        walk_layer_major(small_unet, a, b, -1.0, 1.0, max_segments=1)
+
+
+def test_default_segment_limit_follows_memory(small_unet):
+    # SmallUNet(width=2) on 16x16: the widest node is the last concatenation,
+    # 2 + 2 channels of 16 x 16, 1024 units.
+    widest = max(node.size for node in small_unet.nodes)
+    assert widest == 1024
+    per_segment_floor = 16 * 7 * widest
+    assert default_max_segments(small_unet, memory=per_segment_floor * 100) <= 100
+    assert default_max_segments(small_unet, memory=1) == 2
