@@ -12,14 +12,13 @@ graph once, node by node:
   it, and decides the units on each new segment at its start with the sign
   rule of :mod:`dalverify.line.rule`.
 
-After the last node every segment is a network piece. Because each value on
-a segment is computed with the same float64 operations as the numpy walk
-computes it at the segment's start (the numpy reference evaluator treats
-every batch element independently), and the sign rule is a step function of
-``z`` with jumps only at the stored roots, the result is the numpy walk's
-partition bit for bit: the same ends, pattern digests and binding units.
-The reasoning is in ``proofs/direction_of_travel.md`` (section on the
-layer-major order).
+After the last node every segment is a network piece. Each value on a
+segment is computed with the same float64 operations as the numpy walk
+computes it at the segment's start, because the numpy reference evaluator
+treats every batch element independently. The sign rule is a step function
+of ``z`` with jumps only at the stored roots. So the result is the numpy
+walk's partition bit for bit: the same ends, pattern digests and binding
+units (``proofs/direction_of_travel.md``, Claim 5).
 
 Memory is bounded by ``max_segments``: when a split would create more
 segments than that, the segments beyond the limit are dropped and the sweep
@@ -85,7 +84,7 @@ class _Sweep:
         self.binding: list[list[tuple[int, int]]] = [[]]
         # A value is stored at the generation (number of splits so far) at
         # which it was computed, with one row pair per segment of that
-        # generation; maps[g][j] is the generation-g segment that contains
+        # generation. maps[g][j] is the generation-g segment that contains
         # segment j of generation g + 1.
         self.values: dict[int, tuple[np.ndarray, int]] = {}
         self.maps: list[np.ndarray] = []
@@ -96,7 +95,7 @@ class _Sweep:
         return len(self.maps)
 
     def index(self, generation: int, target: int | None = None) -> np.ndarray:
-        """Rows of a generation-``generation`` value for each segment of ``target`` (default: now)."""
+        """Return the rows of a generation-``generation`` value for each segment of ``target`` (default: now)."""
         target = self.generation if target is None else target
         if target == self.generation and generation in self._to_current:
             return self._to_current[generation]
@@ -108,7 +107,7 @@ class _Sweep:
         return index
 
     def get(self, node_id: int, target: int | None = None) -> np.ndarray:
-        """The value of ``node_id`` with one row pair per segment of generation ``target``."""
+        """Return the value of ``node_id`` with one row pair per segment of generation ``target``."""
         value, generation = self.values[node_id]
         target = self.generation if target is None else target
         if generation == target:
