@@ -216,7 +216,10 @@ class DALTest:
     seed
         Seed of the permutation baseline.
     backend
-        Line-walk backend: ``"auto"``, ``"torch"`` or ``"numpy"``.
+        Line-walk engine (see :func:`dalverify.line.walk.walk_line`):
+        ``"auto"`` (the layer-major sweep), ``"layer"``, ``"numpy"`` or
+        ``"torch"``. Single passes (the reconstruction) use torch when it is
+        importable, else numpy.
     dps
         Working decimal precision of the p-values (checked at twice it).
     workers

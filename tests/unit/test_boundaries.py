@@ -41,15 +41,17 @@ def test_module_imports_without_torch(module):
     assert completed.stdout.strip() == "ok"
 
 
-def test_walk_falls_back_to_numpy_without_torch():
+def test_walk_runs_without_torch():
     code = BLOCK_TORCH + (
         "import numpy as np\n"
         "from dalverify.graph import GraphBuilder\n"
         "from dalverify.line import walk_line\n"
-        "b = GraphBuilder((1,)); h = b.relu(b.dense(0, np.array([[1.0], [-1.0]]), np.array([0.0, 1.0])))\n"
-        "p = walk_line(b.build(h), np.array([0.0]), np.array([1.0]))\n"
-        "print(p.backend, [float(v) for v in p.ends()])\n"
+        "from dalverify.line.walk import make_backend\n"
+        "b = GraphBuilder((1,)); g = b.build(b.relu(b.dense(0, np.array([[1.0], [-1.0]]), np.array([0.0, 1.0]))))\n"
+        "p = walk_line(g, np.array([0.0]), np.array([1.0]))\n"
+        "q = walk_line(g, np.array([0.0]), np.array([1.0]), backend='numpy')\n"
+        "print(p.backend, q.backend, make_backend(g, np.zeros(1), np.ones(1)).name, [float(v) for v in p.ends()])\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.strip() == "numpy [-inf, 0.0, 1.0, inf]"
+    assert completed.stdout.strip() == "layer numpy numpy [-inf, 0.0, 1.0, inf]"
