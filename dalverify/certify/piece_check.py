@@ -57,6 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from dalverify.accel.direct_conv import conv_for, default_kernels
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
@@ -67,6 +68,10 @@ from dalverify.threads import single_blas_thread
 from dalverify.tolerances import LP_END_RTOL
 
 logger = logging.getLogger(__name__)
+
+#: Convolution of the float passes: the default walk's, so that patterns read
+#: here match the walk's to the last bit.
+_CONV = conv_for(default_kernels())
 
 #: Unit roundoff of binary64.
 UNIT_ROUNDOFF = 2.0**-53
@@ -289,7 +294,7 @@ def _linear_radius(node: Node, cache: _GraphCache, inputs: list[np.ndarray], rad
         # One call on the stack (rad_alpha, rad_beta, |alpha|, |beta|); the
         # constant term goes to |alpha| only.
         stacked = apply_linear(cache.abs_nodes[node.id], [np.concatenate([radii[0], np.abs(inputs[0])])],
-                               bias_mask=_RADIUS_BIAS)
+                               bias_mask=_RADIUS_BIAS, conv=_CONV)
         propagated, size = stacked[:2], stacked[2:]
         factor = 1.0 / (n - 1) if kind == "avg_pool2d" else 1.0
         underflow = _smallest_nonzero(inputs[0]) * cache.smallest_param[node.id] * factor < _NORMAL_PRODUCT
@@ -328,8 +333,11 @@ def float_pass(
     The pattern is taken from ``bits`` where given, else decided at ``z`` by
     the sign rule of :mod:`dalverify.line.rule` on the float midpoints, with
     the units listed in ``force`` (``{node_id: {unit: bit}}``) set by hand.
-    The midpoints are computed exactly as the numpy line walk computes them,
-    so the decided pattern is the walk's pattern at ``z``.
+    The midpoints are computed exactly as the default line walk computes them
+    (the layer-major sweep with the kernels of
+    :func:`dalverify.accel.direct_conv.default_kernels`), so the decided
+    pattern is that walk's pattern at ``z``. The radius bound holds for any
+    order of summation, so it covers both kernel sets.
     """
     cache = _cache(graph)
     values = {0: np.stack([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])}
@@ -344,7 +352,7 @@ def float_pass(
             out_bits[node.id] = group.bits
             groups.append(group)
         else:
-            value = apply_linear(node, inputs, bias_mask=_LINE_BIAS)
+            value = apply_linear(node, inputs, bias_mask=_LINE_BIAS, conv=_CONV)
             radius = _linear_radius(node, cache, inputs, in_radii)
         values[node.id], radii[node.id] = value, radius
         for source in set(node.inputs):

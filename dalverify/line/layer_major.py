@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import sys
 import time
-from typing import Any
 
 import numpy as np
 
+from dalverify.accel.direct_conv import conv_for, default_kernels
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
-from dalverify.line.walk import CUT_NODE, CutSet, Partition, Piece, _split_by_cuts
+from dalverify.line.walk import CutSet, Partition, Piece, _split_by_cuts
 from dalverify.threads import single_blas_thread
 
 logger = logging.getLogger(__name__)
@@ -177,18 +176,18 @@ class _Sweep:
             hasher.update(row.tobytes())
 
 
-def _apply(node: Node, inputs: list[np.ndarray]) -> np.ndarray:
+def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
     """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call."""
     n = inputs[0].shape[0]
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
     mask = np.tile(np.array([True, False]), ROW_CHUNK // 2)
     if 2 * n <= ROW_CHUNK:
-        out = apply_linear(node, rows, bias_mask=mask[: 2 * n])
+        out = apply_linear(node, rows, bias_mask=mask[: 2 * n], conv=conv)
         return out.reshape((n, 2) + out.shape[1:])
     out = np.empty((2 * n,) + tuple(node.shape))
     for start in range(0, 2 * n, ROW_CHUNK):
         chunk = [r[start : start + ROW_CHUNK] for r in rows]
-        out[start : start + ROW_CHUNK] = apply_linear(node, chunk, bias_mask=mask[: chunk[0].shape[0]])
+        out[start : start + ROW_CHUNK] = apply_linear(node, chunk, bias_mask=mask[: chunk[0].shape[0]], conv=conv)
     return out.reshape((n, 2) + out.shape[1:])
 
 
@@ -270,7 +269,8 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
     return max(2, int(memory // max(per_segment, 1)))
 
 
-def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int]) -> _Sweep:
+def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
+           conv) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
     for node in graph.nodes[1:]:
@@ -282,7 +282,7 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
             # A linear node depends only on its inputs: it is computed once
             # per segment of the newest generation among them.
             generation = max(sweep.values[i][1] for i in node.inputs)
-            out = _apply(node, [sweep.get(i, generation) for i in node.inputs])
+            out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv)
             sweep.values[node.id] = (out, generation)
         for source in set(node.inputs):
             if last[source] == node.id:
@@ -301,18 +301,23 @@ def walk_layer_major(
     record_outputs: bool = False,
     max_pieces: int | None = None,
     max_segments: int | None = None,
+    kernels: str | None = None,
     progress: bool | None = None,
 ) -> Partition:
     """Partition ``[lo, hi]`` into the linear pieces of ``graph`` along ``a + b z``, layer-major.
 
     Same contract and same result as :func:`dalverify.line.walk.walk_line`
-    with ``backend="numpy"``; the arguments are checked by that function,
-    which calls this one for ``backend="layer"``.
+    with a :class:`~dalverify.line.numpy_backend.NumpyLineBackend` of the same
+    ``kernels``; the arguments are checked by that function, which calls this
+    one for ``backend="layer"``.
 
     Parameters
     ----------
     max_segments
         Most segments one sweep keeps (default: :func:`default_max_segments`).
+    kernels
+        ``"fast"`` (direct convolutions where faster, needs numba) or
+        ``"reference"``; default ``"fast"`` when numba is importable.
 
     Returns
     -------
@@ -323,6 +328,11 @@ def walk_layer_major(
         max_segments = default_max_segments(graph)
     if max_segments < 2:
         raise InputError(f"max_segments={max_segments} must be at least 2")
+    kernels = default_kernels() if kernels is None else kernels
+    try:
+        conv = conv_for(kernels)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
     b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
     last = last_uses(graph)
@@ -343,7 +353,7 @@ def walk_layer_major(
     try:
         with single_blas_thread():
             while True:
-                sweep = _sweep(graph, a, b, z, hi, max_segments, last)
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv)
                 sweeps += 1
                 out = sweep.get(graph.output)
                 ends = sweep.ends
@@ -376,8 +386,8 @@ def walk_layer_major(
             bar.close()
 
     seconds = time.perf_counter() - started
-    logger.info("swept %d network pieces (%d intervals) over [%g, %g] in %d sweeps, %.2f s",
-                network_index, len(pieces), lo, hi, sweeps, seconds)
+    logger.info("swept %d network pieces (%d intervals) over [%g, %g] in %d sweeps, %.2f s (%s kernels)",
+                network_index, len(pieces), lo, hi, sweeps, seconds, kernels)
     return Partition(lo, hi, pieces, network_index, seconds, "layer", outputs)
 
 

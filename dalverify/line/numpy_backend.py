@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dalverify.accel.direct_conv import conv_for
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
 from dalverify.line import rule
@@ -86,8 +87,13 @@ def piecewise_on_line(node: Node, line: np.ndarray, z: float):
 
 
 def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits: bool = False,
-              with_previous: bool = False) -> LinePass:
-    """Propagate ``a + b z`` through ``graph`` with the pattern decided at ``z``."""
+              with_previous: bool = False, kernels: str = "reference") -> LinePass:
+    """Propagate ``a + b z`` through ``graph`` with the pattern decided at ``z``.
+
+    ``kernels`` is ``"reference"`` (the numpy reference operations) or
+    ``"fast"`` (convolutions by :func:`dalverify.accel.direct_conv.conv2d_fast`).
+    """
+    conv = conv_for(kernels)
     last = last_uses(graph)
     values = {0: np.stack([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])}
     hasher = hashlib.sha256()
@@ -111,7 +117,7 @@ def line_pass(graph: Graph, a: np.ndarray, b: np.ndarray, z: float, *, keep_bits
             if keep_bits:
                 bits_by_node[node.id] = bits
         else:
-            out = apply_linear(node, inputs, bias_mask=_LINE_BIAS)
+            out = apply_linear(node, inputs, bias_mask=_LINE_BIAS, conv=conv)
         values[node.id] = out
         for source in set(node.inputs):
             if last[source] == node.id:
@@ -139,10 +145,13 @@ class NumpyLineBackend:
 
     name = "numpy"
 
-    def __init__(self, graph: Graph, a: np.ndarray, b: np.ndarray) -> None:
+    def __init__(self, graph: Graph, a: np.ndarray, b: np.ndarray, kernels: str = "reference") -> None:
+        conv_for(kernels)
         self.graph = graph
         self.a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
         self.b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
+        self.kernels = kernels
 
     def line_pass(self, z: float, *, keep_bits: bool = False, with_previous: bool = False) -> LinePass:
-        return line_pass(self.graph, self.a, self.b, z, keep_bits=keep_bits, with_previous=with_previous)
+        return line_pass(self.graph, self.a, self.b, z, keep_bits=keep_bits, with_previous=with_previous,
+                         kernels=self.kernels)

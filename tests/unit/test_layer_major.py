@@ -1,8 +1,10 @@
 """The layer-major sweep returns the piece-by-piece numpy walk's partition, bit for bit.
 
-The reference here is the numpy walk (one full pass per piece), itself
-checked against exact rational breakpoints in ``test_line_exact.py``; the
-comparison covers ends, pattern digests, binding units, cut signs and labels.
+The reference here is the numpy walk (one full pass per piece) with the same
+kernel set, itself checked against exact rational breakpoints in
+``test_line_exact.py``. The comparison covers ends, pattern digests, binding
+units, cut signs and labels, for the reference kernels and, when numba is
+installed, the fast ones.
 Small ``max_segments`` values force the sweep to stop early and restart, which
 is the path that bounds memory on large images.
 """
@@ -18,10 +20,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dalverify.accel.direct_conv import available
 from dalverify.errors import InputError
 from dalverify.export import export
 from dalverify.line import walk_line
 from dalverify.line.layer_major import default_max_segments, walk_layer_major
+from dalverify.line.numpy_backend import NumpyLineBackend
 from dalverify.methods.covariance import Isotropic
 from dalverify.methods.dal_test import DALTest, RegionCuts
 from dalverify.methods.statistic import line_from_images
@@ -29,6 +33,15 @@ from dalverify.selection.event import LambdaCuts
 from reference.exact_line import exact_breakpoints, to_fraction_layers
 from reference.strategies import as_fractions, build_graph, tiny_networks
 from reference.torch_modules import EveryKind, SmallUNet
+
+
+KERNELS = ["reference"] + (["fast"] if available() else [])
+
+
+def walk_reference(graph, a, b, lo, hi, kernels="reference", **options):
+    """The piece-by-piece numpy walk with the given kernel set."""
+    backend = NumpyLineBackend(graph, np.asarray(a), np.asarray(b), kernels=kernels)
+    return walk_line(graph, np.asarray(a), np.asarray(b), lo, hi, backend=backend, **options)
 
 
 def summary(partition):
@@ -81,14 +94,16 @@ def test_unbounded_range(case, max_segments):
     assert swept.pieces[0].lo == -math.inf and swept.pieces[-1].hi == math.inf
 
 
-@given(st.integers(0, 2**32 - 1), st.sampled_from([2, 7, 64]))
+@pytest.mark.parametrize("kernels", KERNELS)
+@given(seed=st.integers(0, 2**32 - 1), max_segments=st.sampled_from([2, 7, 64]))
 @settings(max_examples=10)
-def test_every_kind_matches_numpy_walk(every_kind, seed, max_segments):
+def test_every_kind_matches_numpy_walk(every_kind, kernels, seed, max_segments):
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(2, 8, 8))
     b = rng.normal(size=(2, 8, 8))
-    reference = walk_line(every_kind, a, b, -0.5, 0.5, backend="numpy", record_outputs=True)
-    swept = walk_layer_major(every_kind, a, b, -0.5, 0.5, max_segments=max_segments, record_outputs=True)
+    reference = walk_reference(every_kind, a, b, -0.5, 0.5, kernels, record_outputs=True)
+    swept = walk_layer_major(every_kind, a, b, -0.5, 0.5, max_segments=max_segments, record_outputs=True,
+                             kernels=kernels)
     assert len(reference.pieces) > 3
     assert summary(swept) == summary(reference)
     for (lo1, hi1, alpha1, beta1), (lo2, hi2, alpha2, beta2) in zip(swept.outputs, reference.outputs):
@@ -96,9 +111,10 @@ def test_every_kind_matches_numpy_walk(every_kind, seed, max_segments):
         assert np.array_equal(alpha1, alpha2) and np.array_equal(beta1, beta2)
 
 
-@given(st.integers(0, 2**32 - 1), st.sampled_from([3, 16, 1000]))
+@pytest.mark.parametrize("kernels", KERNELS)
+@given(seed=st.integers(0, 2**32 - 1), max_segments=st.sampled_from([3, 16, 1000]))
 @settings(max_examples=6)
-def test_unet_with_region_cuts_matches_numpy_walk(small_unet, seed, max_segments):
+def test_unet_with_region_cuts_matches_numpy_walk(small_unet, kernels, seed, max_segments):
     rng = np.random.default_rng(seed)
     image, reference_image = rng.normal(size=(2, 1, 16, 16))
     image[0, 4:8, 4:8] += 3.0
@@ -110,8 +126,9 @@ def test_unet_with_region_cuts_matches_numpy_walk(small_unet, seed, max_segments
     line = line_from_images(image, reference_image, region, covariance, 1.0)
     cuts = RegionCuts(line.a_image, line.b_image, LambdaCuts(0.5, (16, 16)), 3, "default", region)
     lo, hi = line.t_obs - 0.5 * line.sd, line.t_obs + 0.5 * line.sd
-    reference = walk_line(small_unet, line.a_image, line.b_image, lo, hi, cuts=cuts, backend="numpy")
-    swept = walk_layer_major(small_unet, line.a_image, line.b_image, lo, hi, cuts=cuts, max_segments=max_segments)
+    reference = walk_reference(small_unet, line.a_image, line.b_image, lo, hi, kernels, cuts=cuts)
+    swept = walk_layer_major(small_unet, line.a_image, line.b_image, lo, hi, cuts=cuts, max_segments=max_segments,
+                             kernels=kernels)
     assert summary(swept) == summary(reference)
     assert any(p.label for p in swept.pieces)
 
@@ -120,6 +137,7 @@ def test_truncated_sweeps_restart_at_a_breakpoint(small_unet):
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(2, 1, 16, 16))
     whole = walk_layer_major(small_unet, a, b, -0.3, 0.3, max_segments=10_000)
+    assert summary(whole) == summary(walk_reference(small_unet, a, b, -0.3, 0.3, "fast" if available() else "reference"))
     pieces = whole.network_pieces
     assert pieces > 20
     small = walk_layer_major(small_unet, a, b, -0.3, 0.3, max_segments=4)
@@ -136,6 +154,8 @@ def test_max_pieces_and_bad_limit(small_unet):
         walk_line(small_unet, a, b, -1.0, 1.0, backend="layer", max_pieces=3)
     with pytest.raises(InputError, match="max_segments=1"):
         walk_layer_major(small_unet, a, b, -1.0, 1.0, max_segments=1)
+    with pytest.raises(InputError, match="kernels='gpu'"):
+        walk_layer_major(small_unet, a, b, -1.0, 1.0, kernels="gpu")
 
 
 def test_default_segment_limit_follows_memory(small_unet):
