@@ -303,8 +303,8 @@ def cmd_test(args: argparse.Namespace) -> int:
             raise InputError(f"--range {args.range!r} is invalid; use 'adaptive', 'whole' or a number of sd") from error
     test = DALTest(graph, threshold=args.threshold, kernel_size=args.kernel_size, covariance=covariance,
                    reference_scale=args.reference_scale, mask=mask, two_sided=args.two_sided, search=search,
-                   relative_width=args.relative_width, profile=args.profile, permutations=args.permutations,
-                   progress=False if args.quiet else None, workers=args.workers)
+                   relative_width=args.relative_width, decide_at=args.decide_at, profile=args.profile,
+                   permutations=args.permutations, progress=False if args.quiet else None, workers=args.workers)
     result = test.run(image, reference)
     payload = _finish_run(result, Path(args.out), image, reference, args, title=str(args.image))
     _emit(_summary(str(args.image), result, time.perf_counter() - started), args)
@@ -395,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--two-sided", choices=["symmetric", "equal-tailed"], default="symmetric")
     test.add_argument("--range", default="adaptive", help="'adaptive' (default), 'whole', or half-width R in sd")
     test.add_argument("--relative-width", type=float, default=1e-9, help="target relative width of the p-value enclosure (default 1e-9)")
+    test.add_argument("--decide-at", type=float, default=None, metavar="ALPHA",
+                      help="stop the adaptive search once the p-value enclosure decides p < ALPHA "
+                           "(reports an enclosure, not a point value; default: off)")
     test.add_argument("--profile", choices=["default", "si4onnx"], default="default", help="compatibility profile")
     test.add_argument("--permutations", type=int, default=0, help="B for the permutation baseline (default 0: skip)")
     test.add_argument("--workers", type=int, default=1,

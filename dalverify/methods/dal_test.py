@@ -117,6 +117,7 @@ class TestResult:
     line: Line | None = None
     partition: Partition | None = None
     enclosure_width: float | None = None
+    stopped_early: bool = False
     graph: Graph | None = None
     covariance: Covariance | None = None
     mask: np.ndarray | None = None
@@ -143,6 +144,7 @@ class TestResult:
             "pvalues": {name: p.to_json() for name, p in self.pvalues.items()},
             "searched_range": None if self.searched is None else [float(v) for v in self.searched],
             "enclosure_relative_width": self.enclosure_width,
+            "stopped_early": self.stopped_early,
             "truncation_intervals": None if self.truncation is None else len(self.truncation),
             "truncation": None if self.truncation is None else self.truncation.to_json(),
             "overconditioned": None if self.overconditioned is None else self.overconditioned.to_json(),
@@ -207,6 +209,14 @@ class DALTest:
         number ``R``: search ``[-R sd, R sd]`` beyond nothing else.
     relative_width
         Target ``(p_hi - p_lo) / p_hi`` of the adaptive search.
+    decide_at
+        Early stopping (adaptive search only; default None, off): stop
+        growing the range as soon as the certified enclosure ``[p_lo, p_hi]``
+        lies entirely below ``decide_at`` or entirely at or above it, so
+        that the decision ``p < decide_at`` is known. The selective p-value is
+        then reported with that enclosure, which may be wide, and
+        ``TestResult.stopped_early`` is True. A certificate of such a result
+        certifies the enclosure, not a point value.
     profile
         ``"default"`` or ``"si4onnx"``: zero-padded filter dividing by K^2,
         strict ``> lambda``, threshold rounded to float32, equal-tailed
@@ -241,6 +251,7 @@ class DALTest:
         two_sided: str = "symmetric",
         search: str | float = "adaptive",
         relative_width: float = 1e-9,
+        decide_at: float | None = None,
         profile: str = "default",
         permutations: int = 0,
         seed: int = 0,
@@ -269,6 +280,11 @@ class DALTest:
                 raise InputError(f"search={search!r} must be a positive number of standard deviations")
         if not (0 < relative_width < 1):
             raise InputError(f"relative_width={relative_width!r} must lie in (0, 1)")
+        if decide_at is not None:
+            if not (isinstance(decide_at, (int, float)) and 0 < decide_at < 1):
+                raise InputError(f"decide_at={decide_at!r} must be a significance level in (0, 1), or None")
+            if search != "adaptive":
+                raise InputError(f"decide_at={decide_at!r} needs search='adaptive', not search={search!r}")
         if int(permutations) < 0:
             raise InputError(f"permutations={permutations!r} must be >= 0")
         self.graph = _as_graph(reconstruction, image_shape)
@@ -285,6 +301,7 @@ class DALTest:
         self.two_sided = two_sided
         self.search = search
         self.relative_width = float(relative_width)
+        self.decide_at = None if decide_at is None else float(decide_at)
         self.profile = profile
         self.permutations = int(permutations)
         self.seed = int(seed)
@@ -296,6 +313,7 @@ class DALTest:
             raise InputError(f"workers={workers!r} must be at least 1")
         self.workers = int(workers)
         self._pool = None
+        self._stopped_early = False
 
     # ------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -307,6 +325,7 @@ class DALTest:
             "two_sided": self.two_sided,
             "search": self.search,
             "relative_width": self.relative_width,
+            "decide_at": self.decide_at,
             "profile": self.profile,
             "permutations": self.permutations,
             "seed": self.seed,
@@ -355,6 +374,7 @@ class DALTest:
 
         # 3. Walk the line and build Z.
         walk_started = time.perf_counter()
+        self._stopped_early = False
         try:
             self._open_pool(line, cuts)
             partition, unexplored, enclosure = self._search(line, cuts)
@@ -372,6 +392,7 @@ class DALTest:
         result.partition, result.truncation = partition, truncation
         result.pieces, result.network_pieces = len(partition.pieces), partition.network_pieces
         result.searched = (partition.lo, partition.hi)
+        result.stopped_early = self._stopped_early
 
         # 4. p-values.
         pvalue_started = time.perf_counter()
@@ -465,6 +486,11 @@ class DALTest:
                                                     two_sided=self.two_sided, dps=self.dps)
             if _relative_width(p_lo, p_hi) <= self.relative_width:
                 return partition, unexplored, (p_lo, p_hi)
+            if self.decide_at is not None and _decided(p_lo, p_hi, self.decide_at):
+                logger.info("stopped early at half-width %g sd: the enclosure [%s, %s] decides p < %g",
+                            -partition.lo / sd, p_lo, p_hi, self.decide_at)
+                self._stopped_early = True
+                return partition, unexplored, (p_lo, p_hi)
             new_half = -partition.lo + _ADAPTIVE_GROWTH_SD * sd
             left, right = self._walk_ranges(line, cuts, [(-new_half, partition.lo), (partition.hi, new_half)])
             partition = _join(left, partition, right)
@@ -519,6 +545,13 @@ class DALTest:
             if abs(t_b) >= abs(t_obs):
                 extreme += 1
         return permutation_pvalue(extreme, self.permutations)
+
+
+def _decided(p_lo: Any, p_hi: Any, level: float) -> bool:
+    """Whether every p-value in ``[p_lo, p_hi]`` gives the same answer to ``p < level``."""
+    lo = p_lo.value if hasattr(p_lo, "value") else p_lo
+    hi = p_hi.value if hasattr(p_hi, "value") else p_hi
+    return bool(hi < level or lo >= level)
 
 
 def _relative_width(p_lo: Any, p_hi: Any) -> float:

@@ -249,3 +249,34 @@ def test_two_workers_give_same_partition(search):
     ]
     assert serial.network_pieces == parallel.network_pieces
     assert results[0].pvalues["selective"].value == results[1].pvalues["selective"].value
+
+
+@pytest.mark.parametrize("seed, decided_below", [(2, True), (3, False)])
+def test_early_stop_decides_at_level(seed, decided_below):
+    graph = tiny_graph(tiny_layers(2))
+    rng = np.random.default_rng(seed)
+    x, ref = rng.normal(size=(1, SIDE, SIDE)), rng.normal(size=(1, SIDE, SIDE))
+    x[0, 0:2, 0:2] += 3.0
+    options = dict(threshold=LAMBDA, covariance=Isotropic(1.0, N), backend="numpy", progress=False)
+    # A width target far below reach, so that only the decision can stop the search.
+    early = DALTest(graph, decide_at=0.05, relative_width=1e-15, **options).run(x, ref)
+    full = DALTest(graph, search="whole", **options).run(x, ref)
+    assert early.status == "ok"
+    assert early.stopped_early
+    assert early.to_dict()["stopped_early"] is True
+    lo, hi = early.pvalues["selective"].enclosure
+    exact = full.pvalues["selective"].value
+    # The enclosure answers the question and contains the whole-line p-value.
+    assert (hi < 0.05) if decided_below else (lo >= 0.05)
+    assert lo <= exact <= hi
+    assert (exact < 0.05) == decided_below
+    assert early.pieces < full.pieces
+
+
+def test_early_stop_needs_adaptive_search_and_a_level():
+    graph = tiny_graph(tiny_layers(0))
+    with pytest.raises(InputError, match="decide_at=0.05 needs search='adaptive'"):
+        DALTest(graph, threshold=1.0, covariance=Isotropic(1.0, N), search="whole", decide_at=0.05)
+    with pytest.raises(InputError, match="decide_at=1.5"):
+        DALTest(graph, threshold=1.0, covariance=Isotropic(1.0, N), decide_at=1.5)
+    assert DALTest(graph, threshold=1.0, covariance=Isotropic(1.0, N)).settings()["decide_at"] is None
