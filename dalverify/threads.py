@@ -2,8 +2,8 @@
 
 The float64 passes of the numpy evaluator, the certificate producer and the
 verifier multiply small matrices (a few thousand entries per operand). BLAS
-threads gain nothing at that size, and when the cores are shared with other
-work they cost a lot: on a 2-core machine with one other busy process, one
+threads gain nothing at that size, and they cost a lot when the cores are
+shared with other work. On a 2-core machine with one other busy process, one
 float pass of a 64x64 U-Net took 0.22 s with one OpenBLAS thread and 1.6 s
 with two. :func:`single_blas_thread` therefore runs a block with one BLAS
 thread. It uses ``threadpoolctl`` and does nothing when that package is

@@ -10,8 +10,8 @@ row at a time in place, reached 7 to 14 GFLOP/s. On small maps with many
 channels BLAS is faster, so :func:`prefers_direct` picks per layer shape.
 
 Each output is the sum, in the fixed order (input channel, kernel row,
-kernel column), of float64 products added to a zero start; numba is used
-without ``fastmath``, so no sum is reordered or contracted and every batch
+kernel column), of float64 products added to a zero start. numba is used
+without ``fastmath``, so no sum is reordered or contracted, and every batch
 element gets the same result whatever the batch. The value differs from the
 reference convolution only by the rounding of a different summation order.
 

@@ -91,7 +91,8 @@ def test_unbounded_range(case, max_segments):
     reference = walk_line(graph, np.array(a), np.array(b), -math.inf, math.inf, backend="numpy")
     swept = walk_layer_major(graph, np.array(a), np.array(b), -math.inf, math.inf, max_segments=max_segments)
     assert summary(swept) == summary(reference)
-    assert swept.pieces[0].lo == -math.inf and swept.pieces[-1].hi == math.inf
+    assert swept.pieces[0].lo == -math.inf
+    assert swept.pieces[-1].hi == math.inf
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -108,7 +109,8 @@ def test_every_kind_matches_numpy_walk(every_kind, kernels, seed, max_segments):
     assert summary(swept) == summary(reference)
     for (lo1, hi1, alpha1, beta1), (lo2, hi2, alpha2, beta2) in zip(swept.outputs, reference.outputs):
         assert (lo1, hi1) == (lo2, hi2)
-        assert np.array_equal(alpha1, alpha2) and np.array_equal(beta1, beta2)
+        assert np.array_equal(alpha1, alpha2)
+        assert np.array_equal(beta1, beta2)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
