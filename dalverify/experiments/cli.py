@@ -16,6 +16,10 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     for cell in load_config(args.config):
         if cell.model in trained:
             continue
+        if cell.model == "bundled":
+            sys.stdout.write(f"{cell.name}: uses the bundled brain model (nothing to train)\n")
+            trained.add(cell.model)
+            continue
         if Path(cell.model).exists() and not args.force:
             sys.stdout.write(f"{cell.model}: exists (use --force to retrain)\n")
             trained.add(cell.model)
@@ -54,7 +58,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Add ``dalverify experiment`` to the main parser's subcommands."""
-    parser = subparsers.add_parser("experiment", help="reproducible sweeps: type I error, power, robustness",
+    parser = subparsers.add_parser("experiment",
+                                   help="reproducible sweeps: type I error, power, robustness, real brain slices",
                                    description="Train the small DDPM of a sweep, run sweeps, summarize results.")
     commands = parser.add_subparsers(dest="experiment_command", required=True)
 

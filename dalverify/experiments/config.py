@@ -47,9 +47,12 @@ from typing import Any
 
 from dalverify.errors import InputError
 
-KINDS = ("type1", "power", "robustness")
-COVARIANCES = ("identity", "ar1")
-METHODS = ("selective", "overconditioned", "naive", "bonferroni", "permutation")
+KINDS = ("type1", "power", "robustness", "brain")
+COVARIANCES = ("identity", "ar1", "diagonal")
+METHODS = ("selective", "overconditioned", "naive", "bonferroni", "permutation", "baseline_selective",
+           "baseline_naive")
+#: Methods of the intensity-threshold baseline (``brain`` cells only).
+BASELINE_METHODS = ("baseline_selective", "baseline_naive")
 
 
 @dataclass
@@ -76,13 +79,16 @@ class ExperimentConfig:
         Cell name; results go to ``<out>/<name>/``.
     kind : str
         ``"type1"`` (null images), ``"power"`` (a shift ``delta`` on a random
-        ``region_side x region_side`` square) or ``"robustness"`` (null
-        images with non-Gaussian noise at Wasserstein distance ``distance``).
+        ``region_side x region_side`` square), ``"robustness"`` (null
+        images with non-Gaussian noise at Wasserstein distance ``distance``)
+        or ``"brain"`` (the bundled real brain slices, see
+        :mod:`dalverify.experiments.brain`).
     side : int
         Image side; the number of pixels is ``n = side^2``.
     covariance, rho
         ``"identity"`` (``Sigma = I``) or ``"ar1"`` (``Sigma_ij = rho^|i-j|``
-        over the row-major vectorized pixels).
+        over the row-major vectorized pixels); ``"diagonal"`` (brain cells
+        only: the per-pixel variances of the bundled covariance slices).
     threshold, kernel_size, t_start, ddim_steps, eta, reconstruction_seed
         DAL-Test and DDIM settings (``lambda``, ``K``, ``T'``, ``k``, ``eta``).
     methods, alpha
@@ -90,7 +96,8 @@ class ExperimentConfig:
     images, seed
         Number of images and the base seed (image ``i`` uses ``[seed, i]``).
     model
-        Path of the ``.dalv`` model (written by ``train-model``).
+        Path of the ``.dalv`` model (written by ``train-model``), or
+        ``"bundled"`` for the bundled brain model of side ``side``.
     search, relative_width
         Search of the line: ``"adaptive"`` with the target relative width
         of the selective p-value's enclosure, or a fixed half-width in sd.
@@ -101,6 +108,10 @@ class ExperimentConfig:
         Shift added to the region for ``power``, and the region's side.
     family, distance
         Noise family and its ``W1`` distance from N(0, 1) for ``robustness``.
+    lesion_contrast, lesion_radius
+        Brain cells: core intensity (in sd of the standardized slices) and
+        radius (pixels) of the synthetic lesion; contrast 0 means normal
+        slices (type I error).
     """
 
     name: str
@@ -127,6 +138,8 @@ class ExperimentConfig:
     region_side: int = 2
     family: str = "normal"
     distance: float = 0.0
+    lesion_contrast: float = 0.0
+    lesion_radius: float = 2.0
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
@@ -172,13 +185,43 @@ class ExperimentConfig:
             raise InputError("permutations and permutation_images must be >= 0")
         if "permutation" in self.methods and self.permutations == 0:
             raise InputError("methods lists 'permutation' but permutations=0; set permutations (e.g. 100)")
+        self._validate_brain()
         if not self.model:
             raise InputError(f"experiment {self.name!r} has no model path; set model = \"PATH.dalv\"")
         return self
 
+    def _validate_brain(self) -> None:
+        baseline = [m for m in self.methods if m in BASELINE_METHODS]
+        if self.kind != "brain":
+            if self.covariance == "diagonal":
+                raise InputError("covariance='diagonal' is for kind='brain' only; use 'identity' or 'ar1'")
+            if baseline:
+                raise InputError(f"methods {baseline} are for kind='brain' only; remove them")
+            if self.model == "bundled":
+                raise InputError("model='bundled' is for kind='brain' only; give the path of a .dalv model")
+            return
+        from dalverify.experiments.brain import BRAIN_MODELS, slice_count
+
+        if self.side not in BRAIN_MODELS:
+            raise InputError(f"side={self.side!r}: brain slices are bundled at sides {sorted(BRAIN_MODELS)}")
+        if self.covariance != "diagonal":
+            raise InputError(f"covariance={self.covariance!r}: brain cells use covariance = 'diagonal'")
+        if "permutation" in self.methods:
+            raise InputError("the permutation p-value is not available in brain cells; remove 'permutation'")
+        if not (math.isfinite(self.lesion_radius) and self.lesion_radius > 0):
+            raise InputError(f"lesion_radius={self.lesion_radius!r} must be a positive number of pixels")
+        if not math.isfinite(self.lesion_contrast):
+            raise InputError(f"lesion_contrast={self.lesion_contrast!r} must be finite")
+        total = slice_count(self.side)
+        if self.lesion_contrast == 0 and self.images > total:
+            raise InputError(
+                f"images={self.images}: the bundled data hold {total} normal test slices of side {self.side}; "
+                f"set images <= {total} (each normal slice is tested once)"
+            )
+
 
 #: Keys that may hold a list in a file; each list expands into cells.
-SWEEP_KEYS = ("side", "delta", "family", "distance")
+SWEEP_KEYS = ("side", "delta", "family", "distance", "lesion_contrast")
 
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:

@@ -4,9 +4,19 @@ The rejection rate of a method in a cell is the fraction of the images
 *with a p-value for that method* (status ``"ok"``; for the permutation
 p-value, the subset on which it was computed) whose p-value is at most
 ``alpha``: the type I error in ``type1`` and ``robustness`` cells, the power
-in ``power`` cells. Images where the threshold selected no pixel have no
-hypothesis; they are counted (``no_region``) and shown, never dropped
-silently. Failed images are counted as ``errors``.
+in ``power`` cells; in ``brain`` cells, the type I error on normal slices
+(``lesion_contrast = 0``) and the power on slices with a synthetic lesion.
+Images where the threshold selected no pixel have no hypothesis; they are
+counted (``no_region``) and shown, never dropped silently. Failed images are
+counted as ``errors``. The intensity-threshold baseline of brain cells has
+its own region, so an image may have a baseline p-value and no DAL-Test
+region (or the reverse); each method's rate counts the images with a
+p-value for that method.
+
+Brain cells with a lesion also report the mean Dice coefficient
+``2 |R & L| / (|R| + |L|)`` of the detected region ``R`` and the lesion mask
+``L`` over all their images (an image with no region counts as 0), for the
+DAL-Test and for the baseline.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ METHOD_LABELS = {
     "naive": "naive",
     "bonferroni": "Bonferroni",
     "permutation": "permutation",
+    "baseline_selective": "threshold baseline, selective",
+    "baseline_naive": "threshold baseline, naive",
 }
 
 
@@ -83,12 +95,21 @@ def summarize_cell(item: str | os.PathLike, alpha: float | None = None) -> dict[
     methods = config.get("methods") or sorted({m for r in records for m in r.get("pvalues", {})})
     rates = {}
     for method in methods:
-        values = [r["pvalues"][method] for r in records if r.get("status") == "ok" and method in r.get("pvalues", {})]
+        values = [r["pvalues"][method] for r in records
+                  if r.get("status") != "error" and method in (r.get("pvalues") or {})]
         rejected = sum(1 for p in values if p <= level)
         lo, hi = wilson_interval(rejected, len(values))
         rates[method] = {"rejected": rejected, "tested": len(values),
                          "rate": rejected / len(values) if values else math.nan, "wilson95": [lo, hi]}
     seconds = [r.get("seconds", 0.0) for r in records]
+    lesion = config.get("kind") == "brain" and config.get("lesion_contrast", 0) != 0
+    dice = {}
+    if lesion:
+        usable = [r for r in records if r.get("status") != "error"]
+        for key, field in (("dal", "dice"), ("baseline", "baseline_dice")):
+            if any(field in r for r in usable) or key == "dal":
+                values = [float(r.get(field, 0.0)) for r in usable]
+                dice[key] = sum(values) / len(values) if values else math.nan
     return {
         "cell": config.get("name", path.parent.name),
         "path": str(path),
@@ -100,6 +121,8 @@ def summarize_cell(item: str | os.PathLike, alpha: float | None = None) -> dict[
         "delta": config.get("delta") if config.get("kind") == "power" else None,
         "family": config.get("family") if config.get("kind") == "robustness" else None,
         "distance": config.get("distance") if config.get("kind") == "robustness" else None,
+        "lesion_contrast": config.get("lesion_contrast") if config.get("kind") == "brain" else None,
+        "mean_dice": dice or None,
         "alpha": level,
         "images_planned": config.get("images"),
         "images": len(records),
@@ -116,11 +139,18 @@ def _cell_label(s: dict[str, Any]) -> str:
         return f"Delta={s['delta']:g}"
     if s["kind"] == "robustness":
         return f"{s['family']}, d={s['distance']:g}"
+    if s["kind"] == "brain":
+        contrast = s.get("lesion_contrast") or 0
+        return "normal slices" if contrast == 0 else f"synthetic lesion, {contrast:+g} sd"
     return "-"
 
 
 def _sigma_label(s: dict[str, Any]) -> str:
-    return "I" if s["covariance"] == "identity" else f"AR(1) rho={s['rho']:g}"
+    if s["covariance"] == "identity":
+        return "I"
+    if s["covariance"] == "diagonal":
+        return "diagonal"
+    return f"AR(1) rho={s['rho']:g}"
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
@@ -128,6 +158,9 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
     methods = [m for m in METHOD_LABELS if any(m in s["methods"] for s in summaries)]
     header = ["cell", "kind", "n", "Sigma", "setting", "images", "tested", "no region", "errors"]
     header += [f"{METHOD_LABELS[m]} [95% CI]" for m in methods]
+    with_dice = any(s.get("mean_dice") for s in summaries)
+    if with_dice:
+        header.append("mean Dice (DAL-Test; baseline)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
         row = [s["cell"], s["kind"], str(s["n"]), _sigma_label(s), _cell_label(s), str(s["images"]), str(s["ok"]),
@@ -139,6 +172,10 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
             else:
                 lo, hi = r["wilson95"]
                 row.append(f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}] ({r['rejected']}/{r['tested']})")
+        if with_dice:
+            dice = s.get("mean_dice") or {}
+            row.append("; ".join(f"{dice[k]:.3f}" if k in dice else "-" for k in ("dal", "baseline"))
+                       if dice else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -203,6 +240,8 @@ def write_report(results: list[str | os.PathLike], out_dir: str | os.PathLike,
             key = ("type1", _sigma_label(s))
         elif s["kind"] == "power":
             key = ("power", s["n"], _sigma_label(s))
+        elif s["kind"] == "brain":
+            key = ("brain", s["n"])
         else:
             key = ("robustness", s["family"], s["n"], _sigma_label(s))
         groups.setdefault(key, []).append(s)
@@ -212,6 +251,9 @@ def write_report(results: list[str | os.PathLike], out_dir: str | os.PathLike,
         path = out / f"{slug}.png"
         if key[0] == "type1":
             _plot(cells, "n", "n (pixels)", "type I error", f"Type I error, Sigma = {key[1]}", path, level)
+        elif key[0] == "brain":
+            _plot(cells, "lesion_contrast", "synthetic lesion contrast (sd; 0 = normal slices)",
+                  "rejection rate", f"Brain T1 slices, n = {key[1]}", path, level)
         elif key[0] == "power":
             _plot(cells, "delta", "Delta", "power", f"Power, n = {key[1]}, Sigma = {key[2]}", path, None)
         else:

@@ -40,6 +40,11 @@ from dalverify.experiments.config import ExperimentConfig, config_json, from_map
 
 logger = logging.getLogger(__name__)
 
+#: Line-walk engine of the sweeps ("auto" is the layer-major sweep). Engines
+#: cut the line into the same pieces, with ends equal up to float64 rounding,
+#: and each record names its engine.
+WALK_BACKEND = "auto"
+
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -129,9 +134,19 @@ def _cached_noise(family: str, distance: float, make: Callable) -> Any:
 _GRAPH_CACHE: dict[tuple, Any] = {}
 
 
+def model_file(config: ExperimentConfig) -> Path:
+    """Path of the cell's model (``"bundled"``: the bundled brain model of the cell's side)."""
+    if config.model == "bundled":
+        from dalverify.data import bundled_path
+        from dalverify.experiments.brain import BRAIN_MODELS
+
+        return bundled_path(BRAIN_MODELS[config.side])
+    return Path(config.model)
+
+
 def reconstruction_graph(config: ExperimentConfig):
     """Export the DDIM reconstruction of the cell's model as a Graph (cached per process)."""
-    path = Path(config.model)
+    path = model_file(config)
     if not path.is_file():
         raise InputError(
             f"model file {str(path)!r} does not exist; train it with `dalverify experiment train-model CONFIG`"
@@ -180,16 +195,25 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
         torch.set_num_threads(1)
         from dalverify.methods.dal_test import DALTest
 
-        image, reference, facts = simulate(config, index)
+        case = None
+        if config.kind == "brain":
+            from dalverify.experiments.brain import brain_case, brain_covariance
+
+            case = brain_case(config, index)
+            image, reference, facts = case.image, case.reference, case.facts
+            covariance, reference_scale, mask = brain_covariance(config.side), case.reference_scale, case.mask
+        else:
+            image, reference, facts = simulate(config, index)
+            covariance, reference_scale, mask = covariance_of(config), 1.0, None
         record.update(facts)
         permutations = config.permutations if index < config.permutation_images else 0
-        test = DALTest(reconstruction_graph(config), threshold=config.threshold, covariance=covariance_of(config),
-                       kernel_size=config.kernel_size, reference_scale=1.0, search=config.search,
+        test = DALTest(reconstruction_graph(config), threshold=config.threshold, covariance=covariance,
+                       kernel_size=config.kernel_size, reference_scale=reference_scale, mask=mask, search=config.search,
                        relative_width=config.relative_width, permutations=permutations,
-                       seed=facts["permutation_seed"], backend="numpy", progress=False)
+                       seed=facts["permutation_seed"], backend=WALK_BACKEND, progress=False)
         result = test.run(image, reference)
         record.update(status=result.status, region_size=result.region_size, t_obs=result.t_obs, sd=result.sd,
-                      pieces=result.pieces, network_pieces=result.network_pieces)
+                      pieces=result.pieces, network_pieces=result.network_pieces, walk_backend=WALK_BACKEND)
         wanted = [m for m in config.methods if m in result.pvalues]
         record["pvalues"] = {m: float(result.pvalues[m]) for m in wanted}
         record["log10_pvalues"] = {m: _log10(result.pvalues[m]) for m in wanted}
@@ -201,12 +225,46 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
             truth = np.zeros((config.side, config.side), dtype=bool)
             truth[top:top + config.region_side, left:left + config.region_side] = True
             record["overlap"] = int(np.logical_and(truth, np.asarray(result.region).reshape(truth.shape)).sum())
+        if case is not None:
+            record.update(_brain_extras(config, case, result, image, reference, covariance))
     except Exception as error:  # a failed image is recorded and the sweep goes on
         record.update(status="error", error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=5))
         logger.warning("image %d failed: %s", index, error)
     record["seconds"] = time.perf_counter() - started
     return record
+
+
+def _brain_extras(config: ExperimentConfig, case, result, image, reference, covariance) -> dict[str, Any]:
+    """Overlap with the lesion mask and, on request, the intensity-threshold baseline."""
+    from dalverify.experiments.brain import overlap_facts, threshold_baseline
+    from dalverify.experiments.config import BASELINE_METHODS
+
+    extras = overlap_facts(np.asarray(result.region), case.lesion)
+    wanted = [m for m in config.methods if m in BASELINE_METHODS]
+    if not wanted:
+        return extras
+    baseline = threshold_baseline(image, reference, covariance, case.reference_scale, threshold=config.threshold,
+                                  kernel_size=config.kernel_size, mask=case.mask)
+    extras["baseline_status"] = baseline["status"]
+    extras["baseline_region_size"] = int(baseline["region"].sum())
+    extras.update(overlap_facts(baseline["region"], case.lesion, prefix="baseline_"))
+    pvalues = dict(result_pvalues(result, config))
+    logs = {}
+    if baseline["status"] == "ok":
+        extras["baseline_t_obs"], extras["baseline_sd"] = baseline["t_obs"], baseline["sd"]
+        extras["baseline_truncation_intervals"] = len(baseline["truncation"])
+        for method in wanted:
+            pvalues[method] = float(baseline["pvalues"][method])
+            logs[method] = _log10(baseline["pvalues"][method])
+    extras["pvalues"] = pvalues
+    extras["log10_pvalues"] = {**{m: _log10(result.pvalues[m]) for m in pvalues if m in result.pvalues}, **logs}
+    return extras
+
+
+def result_pvalues(result, config: ExperimentConfig) -> dict[str, float]:
+    """Return the requested DAL-Test p-values of a result as floats."""
+    return {m: float(result.pvalues[m]) for m in config.methods if m in result.pvalues}
 
 
 # ---------------------------------------------------------------------------
@@ -320,11 +378,12 @@ def run_sweep(
     env = environment()
     from dalverify.diffusion.checkpoint import model_bytes_sha256
 
-    if not Path(config.model).is_file():
+    model = model_file(config)
+    if not model.is_file():
         raise InputError(
-            f"model file {config.model!r} does not exist; train it with `dalverify experiment train-model CONFIG`"
+            f"model file {str(model)!r} does not exist; train it with `dalverify experiment train-model CONFIG`"
         )
-    env["model_sha256"] = model_bytes_sha256(config.model)
+    env["model_sha256"] = model_bytes_sha256(model)
     _write_text(cell_dir / ENVIRONMENT_FILE, json.dumps(env, indent=2, sort_keys=True) + "\n")
 
     _repair(results)
@@ -351,10 +410,19 @@ def run_sweep(
 
 
 def _same_cell(old_text: str, new_text: str) -> bool:
-    """True when two stored cells differ at most in their number of images."""
+    """True when two stored cells differ at most in their number of images.
+
+    A key missing from the stored cell (a setting added to the configuration
+    after those results were written) matches when the new cell contains that
+    setting's default value.
+    """
     old, new = json.loads(old_text), json.loads(new_text)
     old.pop("images", None)
     new.pop("images", None)
+    defaults = ExperimentConfig(name="").to_dict()
+    for key in set(new) - set(old):
+        if key in defaults and new[key] == defaults[key]:
+            new.pop(key)
     return old == new
 
 
@@ -401,6 +469,8 @@ def train_model(config: ExperimentConfig, *, progress: bool = True, max_seconds:
     from dalverify.diffusion.train import train
     from dalverify.diffusion.unet import UNet
 
+    if config.kind == "brain" or config.model == "bundled":
+        raise InputError(f"cell {config.name!r} uses the bundled brain model; there is nothing to train")
     settings = config.train
     torch.manual_seed(settings.seed)
     model = UNet(1, settings.base_width, settings.depth)

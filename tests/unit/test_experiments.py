@@ -220,6 +220,21 @@ def test_changed_config_refuses_to_mix_results(tiny_cell, tmp_path, monkeypatch)
         runner.run_sweep(other, tmp_path, progress=False)
 
 
+def test_resume_accepts_settings_added_later(tiny_cell, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_task", fake_task)
+    results = runner.run_sweep(tiny_cell, tmp_path, progress=False, limit=1)
+    # Results written before the lesion settings existed: their config.json lacks those keys.
+    stored = json.loads((results.parent / "config.json").read_text())
+    del stored["lesion_contrast"], stored["lesion_radius"]
+    (results.parent / "config.json").write_text(json.dumps(stored))
+    runner.run_sweep(tiny_cell, tmp_path, progress=False)
+    assert sorted(r["index"] for r in runner.read_results(results)) == [0, 1, 2]
+    (results.parent / "config.json").write_text(json.dumps(stored))
+    changed = config_module.from_mapping({**tiny_cell.to_dict(), "lesion_radius": 3.0})
+    with pytest.raises(InputError, match="different configuration"):
+        runner.run_sweep(changed, tmp_path, progress=False)
+
+
 def test_cli_runs_and_reports(tiny_cell, tmp_path):
     from dalverify.cli import main
 
