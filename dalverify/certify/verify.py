@@ -1365,9 +1365,11 @@ class _Verifier:
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """One BLAS thread while the passes run: their products are small, and
-    extra threads slow them several-fold when the cores are shared. Without
-    ``threadpoolctl`` the block runs unchanged."""
+    """Limit BLAS to one thread while the passes run.
+
+    Their products are small, and extra threads slow them several-fold when
+    the cores are shared. Without ``threadpoolctl`` the block runs unchanged.
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -20,10 +20,10 @@ of ``z`` with jumps only at the stored roots. So the result is the numpy
 walk's partition bit for bit: the same ends, pattern digests and binding
 units (``proofs/direction_of_travel.md``, Claim 5).
 
-Memory is bounded by ``max_segments``: when a split would create more
-segments than that, the segments beyond the limit are dropped and the sweep
-goes on with the range shortened to the first dropped start, which is a root
-and therefore a breakpoint of the walk; the next sweep starts there. The
+Memory is bounded by ``max_segments``. When a split would create more
+segments than that, the segments beyond the limit are dropped, and the sweep
+goes on with the range shortened to the first dropped start. That start is a
+root, so a breakpoint of the walk, and the next sweep starts there. The
 early layers of the dropped part are computed again by the next sweep.
 """
 
@@ -197,7 +197,7 @@ def _roots(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def _decide(root: np.ndarray, beta: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The sign rule ``not (root > z) xor (beta < 0)`` with ``z`` the segment start."""
+    """Apply the sign rule ``not (root > z) xor (beta < 0)`` with ``z`` the segment start."""
     with np.errstate(invalid="ignore"):
         return ~(root > starts[:, None]) ^ (beta < 0)
 
@@ -219,7 +219,7 @@ def _pointwise(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
 
 
 def _max_pool(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
-    """A max-pool node as its tournament of comparisons, one split per stage."""
+    """Apply a max-pool node as its tournament of comparisons, with one split per stage."""
     n = x.shape[0]
     windows = pool_windows(x.reshape((2 * n,) + x.shape[2:]), node.attrs["kernel_size"], node.attrs["stride"])
     windows = np.ascontiguousarray(windows).reshape((n, 2) + windows.shape[1:])
@@ -251,8 +251,8 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
 
     The estimate counts, per segment, two float64 rows of the values that are
     alive at the same time (at most the sum of the node sizes between a
-    value's creation and its last use), plus the working arrays of the widest
-    piecewise node.
+    value's creation and its last use). It adds the working arrays of the
+    widest piecewise node.
     """
     last = last_uses(graph)
     live = 0
@@ -308,8 +308,8 @@ def walk_layer_major(
 
     Same contract and same result as :func:`dalverify.line.walk.walk_line`
     with a :class:`~dalverify.line.numpy_backend.NumpyLineBackend` of the same
-    ``kernels``; the arguments are checked by that function, which calls this
-    one for ``backend="layer"``.
+    ``kernels``. That function checks the arguments and calls this one for
+    ``backend="layer"``.
 
     Parameters
     ----------

@@ -548,7 +548,7 @@ class DALTest:
 
 
 def _decided(p_lo: Any, p_hi: Any, level: float) -> bool:
-    """Whether every p-value in ``[p_lo, p_hi]`` gives the same answer to ``p < level``."""
+    """Return whether every p-value in ``[p_lo, p_hi]`` gives the same result for ``p < level``."""
     lo = p_lo.value if hasattr(p_lo, "value") else p_lo
     hi = p_hi.value if hasattr(p_hi, "value") else p_hi
     return bool(hi < level or lo >= level)

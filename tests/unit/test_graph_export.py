@@ -175,7 +175,7 @@ def test_unet_backends_give_same_partition(unet):
     by_torch = walk_line(graph, a, b, -0.1, 0.1, backend="torch")
     assert len(by_numpy.pieces) > 5
     # The two backends sum the convolution products in different orders, so
-    # a root may move by a few hundred ulps; the pieces, their patterns and
+    # a root may move by a few hundred ulps. The pieces, their patterns and
     # the units that bind at each end must be the same.
     assert [(p.pattern, p.end_units) for p in by_numpy.pieces] == [(p.pattern, p.end_units) for p in by_torch.pieces]
     ends_numpy = np.array([p.hi for p in by_numpy.pieces[:-1]])
