@@ -53,7 +53,13 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups:
             rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
             cols = slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
             columns[:, :, i, j] = padded[:, :, rows, cols]
+    return columns_product(columns, weight, groups)
 
+
+def columns_product(columns: np.ndarray, weight: np.ndarray, groups: int) -> np.ndarray:
+    """Multiply an im2col buffer ``(batch, C, kh, kw, out_h, out_w)`` by the weight: the product step of :func:`conv2d`."""
+    batch, channels, kh, kw, out_h, out_w = columns.shape
+    out_channels, group_channels = weight.shape[:2]
     columns = columns.reshape(batch, groups, group_channels * kh * kw, out_h * out_w)
     grouped = weight.reshape(groups, out_channels // groups, group_channels * kh * kw)
     out = np.matmul(grouped, columns)

@@ -36,7 +36,9 @@ import time
 
 import numpy as np
 
+from dalverify.accel.direct_conv import available as numba_available
 from dalverify.accel.direct_conv import conv_for, default_kernels
+from dalverify.accel.fused_step import apply_pointwise, apply_pool_stage, scan_pool_stage, scan_roots
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
@@ -124,16 +126,27 @@ class _Sweep:
         splits) and the arrays of ``extra`` indexed by it. ``values``,
         ``hashers`` and ``binding`` are updated in place.
         """
-        n = self.starts.size
         with np.errstate(invalid="ignore"):
             inside = (root > self.starts[:, None]) & (root < self.ends[:, None])
         segment, unit = np.nonzero(inside)
         if segment.size == 0:
             return None, extra
+        parent = self.split_at(segment, root[segment, unit])
+        return parent, [array[parent] for array in extra]
+
+    def split_at(self, segment: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Split segment ``segment[k]`` at ``points[k]`` (strictly inside it) for every ``k``.
+
+        ``segment`` must be non-decreasing (the row-major order of
+        ``np.nonzero``). Returns the parent index of each new segment and
+        updates ``starts``, ``end``, ``hashers``, ``binding`` and the
+        generation maps.
+        """
+        n = self.starts.size
 
         # New starts: each old start followed by the distinct roots inside it.
         all_segments = np.concatenate([np.arange(n), segment])
-        all_starts = np.concatenate([self.starts, root[segment, unit] + 0.0])
+        all_starts = np.concatenate([self.starts, points + 0.0])
         order = np.lexsort((all_starts, all_segments))
         all_segments, all_starts = all_segments[order], all_starts[order]
         keep = np.ones(all_starts.size, dtype=bool)
@@ -153,12 +166,15 @@ class _Sweep:
 
         first_child = np.ones(parent.size, dtype=bool)
         first_child[1:] = parent[1:] != parent[:-1]
-        hashers = [self.hashers[p] if first else self.hashers[p].copy() for p, first in zip(parent, first_child)]
-        binding = [list(self.binding[p]) if last else [] for p, last in zip(parent, last_child)]
+        old_hashers, old_binding = self.hashers, self.binding
+        hashers = [old_hashers[p] if first else old_hashers[p].copy()
+                   for p, first in zip(parent.tolist(), first_child.tolist())]
+        binding = [list(old_binding[p]) if last else []
+                   for p, last in zip(parent.tolist(), last_child.tolist())]
         self.starts, self.hashers, self.binding = starts, hashers, binding
         self.maps.append(parent)
         self._to_current = {}
-        return parent, [array[parent] for array in extra]
+        return parent
 
     def bind(self, root: np.ndarray, node_id: int, offset: int = 0) -> None:
         """Record the units whose root equals their segment's end."""
@@ -191,6 +207,24 @@ def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
     return out.reshape((n, 2) + out.shape[1:])
 
 
+def _concat(sweep: _Sweep, node: Node, generation: int) -> np.ndarray:
+    """Concatenate the inputs of ``node`` straight into its output, for the segments of ``generation``.
+
+    The same values as the reference concatenation (a copy), without the
+    intermediate arrays.
+    """
+    first = sweep.get(node.inputs[0], generation)
+    out = np.empty((first.shape[0], 2) + tuple(node.shape))
+    axis = node.attrs["axis"] + 2
+    offset = 0
+    for k, source in enumerate(node.inputs):
+        value = first if k == 0 else sweep.get(source, generation)
+        width = value.shape[axis]
+        out[(slice(None),) * axis + (slice(offset, offset + width),)] = value
+        offset += width
+    return out
+
+
 def _roots(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return -alpha / (beta + 0.0)
@@ -216,6 +250,22 @@ def _pointwise(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
     if node.kind == "leaky_relu":
         return np.where(shaped, x, node.attrs["negative_slope"] * x)
     return np.where(shaped, x, -x)
+
+
+def _pointwise_fused(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
+    """Same result as :func:`_pointwise`, bit for bit, by the compiled kernels of :mod:`dalverify.accel.fused_step`."""
+    n = x.shape[0]
+    rows = x.reshape(n, 2, -1)
+    alpha, beta = rows[:, 0], rows[:, 1]
+    segment, unit, points = scan_roots(alpha, beta, sweep.starts, sweep.ends)
+    parent = sweep.split_at(segment, points) if segment.size else np.arange(n)
+    slope = node.attrs["negative_slope"] if node.kind == "leaky_relu" else 0.0
+    out, bits, bound_segment, bound_unit = apply_pointwise(alpha, beta, parent, sweep.starts, sweep.ends,
+                                                           node.kind, slope)
+    for j, i in zip(bound_segment.tolist(), bound_unit.tolist()):
+        sweep.binding[j].append((node.id, i))
+    sweep.hash_bits(node.id, bits)
+    return out.reshape((parent.size, 2) + x.shape[2:])
 
 
 def _max_pool(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
@@ -246,6 +296,40 @@ def _max_pool(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
     return winner
 
 
+def _max_pool_fused(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
+    """Same result as :func:`_max_pool`, bit for bit, by the compiled kernels of :mod:`dalverify.accel.fused_step`.
+
+    The windows are gathered once; each later segment reads them through
+    ``rows``, the window row of the segment it descends from.
+    """
+    n = x.shape[0]
+    windows = pool_windows(x.reshape((2 * n,) + x.shape[2:]), node.attrs["kernel_size"], node.attrs["stride"])
+    out_shape = windows.shape[1:4]
+    size = windows.shape[-1]
+    windows = np.ascontiguousarray(windows).reshape(n, 2, -1, size)
+    winner = np.ascontiguousarray(windows[..., 0])
+    rows = np.arange(n)
+    out_size = winner.shape[2]
+    stage_bits: list[np.ndarray] = []
+    for stage in range(1, size):
+        segment, unit, points = scan_pool_stage(winner, windows, rows, stage, sweep.starts, sweep.ends)
+        parent = sweep.split_at(segment, points) if segment.size else np.arange(rows.size)
+        winner, keep, bound_segment, bound_unit = apply_pool_stage(winner, windows, rows, parent, stage,
+                                                                   sweep.starts, sweep.ends)
+        if segment.size:
+            rows = rows[parent]
+            stage_bits = [bits[parent] for bits in stage_bits]
+        offset = (stage - 1) * out_size
+        for j, i in zip(bound_segment.tolist(), bound_unit.tolist()):
+            sweep.binding[j].append((node.id, offset + i))
+        stage_bits.append(keep)
+    if stage_bits:
+        sweep.hash_bits(node.id, np.concatenate(stage_bits, axis=1))
+    else:
+        sweep.hash_bits(node.id, np.zeros((sweep.starts.size, 0), dtype=bool))
+    return winner.reshape((winner.shape[0], 2) + out_shape)
+
+
 def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
     """Segments per sweep such that the live values fit in about ``memory`` bytes.
 
@@ -270,19 +354,25 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
 
 
 def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
-           conv) -> _Sweep:
+           conv, fused: bool) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
     for node in graph.nodes[1:]:
         if node.kind in _PIECEWISE:
             x = sweep.get(node.inputs[0])
-            out = _max_pool(sweep, node, x) if node.kind == "max_pool2d" else _pointwise(sweep, node, x)
+            if node.kind == "max_pool2d":
+                out = (_max_pool_fused if fused else _max_pool)(sweep, node, x)
+            else:
+                out = (_pointwise_fused if fused else _pointwise)(sweep, node, x)
             sweep.values[node.id] = (out, sweep.generation)
         else:
             # A linear node depends only on its inputs: it is computed once
             # per segment of the newest generation among them.
             generation = max(sweep.values[i][1] for i in node.inputs)
-            out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv)
+            if node.kind == "concat":
+                out = _concat(sweep, node, generation)
+            else:
+                out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv)
             sweep.values[node.id] = (out, generation)
         for source in set(node.inputs):
             if last[source] == node.id:
@@ -333,6 +423,9 @@ def walk_layer_major(
         conv = conv_for(kernels)
     except ValueError as error:
         raise InputError(str(error)) from None
+    # The compiled element-wise steps give the numpy steps' bits, so they
+    # belong to the "fast" set only to keep "reference" free of numba.
+    fused = kernels == "fast" and numba_available()
     a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
     b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
     last = last_uses(graph)
@@ -353,7 +446,7 @@ def walk_layer_major(
     try:
         with single_blas_thread():
             while True:
-                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv)
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused)
                 sweeps += 1
                 out = sweep.get(graph.output)
                 ends = sweep.ends

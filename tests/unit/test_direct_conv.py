@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dalverify.accel.direct_conv import available, conv2d_direct, conv2d_fast, conv_for, prefers_direct
+from dalverify.accel.direct_conv import available, conv2d_columns, conv2d_direct, conv2d_fast, conv_for, prefers_direct
+from dalverify.graph.reference import conv2d
 from dalverify.tolerances import EVALUATOR_ATOL_SCALE, EVALUATOR_RTOL
 
 needs_numba = pytest.mark.skipif(not available(), reason="numba is not installed")
@@ -45,6 +46,19 @@ def test_matches_torch_on_every_geometry(case):
     assert got.shape == want.shape
     scale = EVALUATOR_ATOL_SCALE * max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(got, want, rtol=EVALUATOR_RTOL, atol=scale)
+
+
+@needs_numba
+@given(conv_cases())
+@settings(max_examples=60)
+def test_compiled_column_buffer_gives_the_reference_bits(case):
+    # Same buffer values, same product call: equal to the last bit, including
+    # paddings wider than the kernel reach and strided, dilated windows.
+    x, weight, stride, padding, dilation, groups = case
+    got = conv2d_columns(x, weight, stride, padding, dilation, groups)
+    want = conv2d(x, weight, stride, padding, dilation, groups)
+    assert got.shape == want.shape
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
 
 
 @needs_numba

@@ -165,6 +165,60 @@ def test_tiny_sweep_end_to_end(tiny_cell, tmp_path):
     assert "tiny" in markdown_table([summary])
 
 
+def _score_interval(k: int, n: int) -> tuple[float, float]:
+    """Return the 95% Wilson interval as the roots of the score quadratic (40-digit mpmath, not the report's formula)."""
+    mpmath.mp.dps = 40
+    z = mpmath.sqrt(2) * mpmath.erfinv(mpmath.mpf("0.95"))
+    a, b, c = n + z**2, -(2 * k + z**2), mpmath.mpf(k) ** 2 / n
+    root = mpmath.sqrt(b * b - 4 * a * c)
+    return float((-b - root) / (2 * a)), float((-b + root) / (2 * a))
+
+
+def test_report_rates_at_another_alpha(tmp_path):
+    from dalverify.cli import main
+
+    cell = tmp_path / "robust"
+    cell.mkdir()
+    config = {"name": "robust", "kind": "robustness", "side": 16, "covariance": "identity", "family": "t",
+              "distance": 0.02, "alpha": 0.05, "images": 9, "methods": ["selective", "naive"]}
+    (cell / "config.json").write_text(json.dumps(config))
+    selective = [0.01, 0.04, 0.05, 0.07, 0.10, 0.30, 0.9]
+    naive = [0.001, 0.02, 0.2, 0.06, 0.08, 0.11, 0.5]
+    records = [{"index": i, "status": "ok", "pvalues": {"selective": s, "naive": v}, "seconds": 1.0}
+               for i, (s, v) in enumerate(zip(selective, naive))]
+    records.append({"index": 7, "status": "no_region", "pvalues": {}, "seconds": 1.0})
+    records.append({"index": 8, "status": "error", "error": "RuntimeError: simulated failure", "seconds": 1.0})
+    (cell / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    summary_at_005 = summarize_cell(cell)
+    assert summary_at_005["alpha"] == 0.05
+    assert summary_at_005["methods"]["selective"]["rejected"] == 3  # a p-value equal to alpha is a rejection
+    assert summary_at_005["methods"]["naive"]["rejected"] == 2
+
+    summary_at_010 = summarize_cell(cell, alpha=0.10)
+    assert summary_at_010["alpha"] == 0.10
+    assert summary_at_010["images"] == 9
+    assert summary_at_010["ok"] == 7
+    assert summary_at_010["no_region"] == 1
+    assert summary_at_010["errors"] == 1
+    selective_rate = summary_at_010["methods"]["selective"]
+    assert (selective_rate["rejected"], selective_rate["tested"]) == (5, 7)
+    assert selective_rate["rate"] == pytest.approx(5 / 7, abs=1e-15)
+    expected = _score_interval(5, 7)
+    assert selective_rate["wilson95"][0] == pytest.approx(expected[0], abs=1e-12)
+    assert selective_rate["wilson95"][1] == pytest.approx(expected[1], abs=1e-12)
+    assert summary_at_010["methods"]["naive"]["rejected"] == 4
+
+    # The same override through the command line, read back from summary.json.
+    assert main(["experiment", "report", str(cell), "--alpha", "0.10", "--out", str(tmp_path / "rep"),
+                 "--quiet"]) == 0
+    (written,) = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert written["alpha"] == 0.10
+    assert written["methods"]["selective"]["rejected"] == 5
+    assert written["methods"]["selective"]["wilson95"][0] == pytest.approx(expected[0], abs=1e-12)
+    assert "0.714 [" in (tmp_path / "rep" / "table.md").read_text()
+
+
 def fake_task(data, index):
     """A stand-in for the per-image task (the resume logic does not depend on the test itself)."""
     return {"index": index, "seed": 0, "status": "ok", "pvalues": {"naive": 0.5}, "seconds": 0.0,

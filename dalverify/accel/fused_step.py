@@ -1,0 +1,283 @@
+"""Compiled element-wise steps of the layer-major sweep (numba).
+
+A piecewise node of the sweep (:mod:`dalverify.line.layer_major`) needs, for
+every segment and unit, the root ``-alpha / (beta + 0.0)``, whether it lies
+strictly inside the segment, the sign-rule decision at each new segment's
+start, whether the root equals the segment's end (a binding unit), and the
+output rows. With numpy that is about ten passes over ``(segments, units)``
+arrays, with temporaries and the copies of the rows of every split segment.
+The kernels here do the same work in two passes:
+
+- :func:`scan_roots` lists the roots that lie strictly inside their segment;
+- :func:`apply_pointwise` decides every unit of every new segment and writes
+  its output rows, its pattern bits and its binding units.
+
+A max-pool node is a tournament of comparisons, one stage per window entry;
+:func:`scan_pool_stage` and :func:`apply_pool_stage` do the same two passes
+for one stage, on the difference ``winner - candidate``, reading the window
+entries from the rows computed before the first stage.
+
+Each value is computed with the same IEEE operations as the numpy code
+(negation, ``beta + 0.0``, one division, the same comparisons), and numba
+runs without ``fastmath``, so the results are the numpy ones bit for bit.
+Division by zero follows IEEE (``error_model="numpy"``): ``-a / 0.0`` is an
+infinity or NaN, as numpy gives.
+
+numba is imported on the first call only; :func:`available` tells whether it
+can be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dalverify.accel.direct_conv import available
+
+#: Codes of the piecewise-linear kinds for :func:`apply_pointwise`.
+KIND_CODES = {"relu": 0, "leaky_relu": 1, "abs": 2}
+
+_KERNELS = None
+
+
+def _compiled():
+    """Compile both kernels on first use."""
+    global _KERNELS
+    if _KERNELS is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def scan(alpha, beta, starts, ends):  # pragma: no cover - compiled
+            n, units = alpha.shape
+
+            # Count per segment first: a branch-free loop that vectorizes.
+            counts = np.zeros(n, dtype=np.int64)
+            for s in range(n):
+                lo = starts[s]
+                hi = ends[s]
+                count = 0
+                for u in range(units):
+                    root = -alpha[s, u] / (beta[s, u] + 0.0)
+                    count += (root > lo) & (root < hi)
+                counts[s] = count
+
+            # Then list the roots of the segments that have any.
+            total = counts.sum()
+            segment = np.empty(total, dtype=np.int64)
+            unit = np.empty(total, dtype=np.int64)
+            value = np.empty(total, dtype=np.float64)
+            k = 0
+            for s in range(n):
+                if counts[s] == 0:
+                    continue
+                lo = starts[s]
+                hi = ends[s]
+                for u in range(units):
+                    root = -alpha[s, u] / (beta[s, u] + 0.0)
+                    if root > lo and root < hi:
+                        segment[k] = s
+                        unit[k] = u
+                        value[k] = root
+                        k += 1
+            return segment, unit, value
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def apply(alpha, beta, parent, starts, ends, kind, slope):  # pragma: no cover - compiled
+            m = parent.size
+            units = alpha.shape[1]
+            out = np.empty((m, 2, units))
+            bits = np.empty((m, units), dtype=np.bool_)
+            bound = np.zeros(m, dtype=np.int64)
+
+            # One branch-free loop per kind, so that each vectorizes.
+            for k in range(m):
+                p = parent[k]
+                z = starts[k]
+                end = ends[k]
+                count = 0
+                if kind == 0:
+                    for u in range(units):
+                        a = alpha[p, u]
+                        b = beta[p, u]
+                        root = -a / (b + 0.0)
+                        on = (not (root > z)) != (b < 0)
+                        bits[k, u] = on
+                        count += root == end
+                        out[k, 0, u] = a if on else 0.0
+                        out[k, 1, u] = b if on else 0.0
+                elif kind == 1:
+                    for u in range(units):
+                        a = alpha[p, u]
+                        b = beta[p, u]
+                        root = -a / (b + 0.0)
+                        on = (not (root > z)) != (b < 0)
+                        bits[k, u] = on
+                        count += root == end
+                        out[k, 0, u] = a if on else slope * a
+                        out[k, 1, u] = b if on else slope * b
+                else:
+                    for u in range(units):
+                        a = alpha[p, u]
+                        b = beta[p, u]
+                        root = -a / (b + 0.0)
+                        on = (not (root > z)) != (b < 0)
+                        bits[k, u] = on
+                        count += root == end
+                        out[k, 0, u] = a if on else -a
+                        out[k, 1, u] = b if on else -b
+                bound[k] = count
+
+            # Binding units, in row-major order, for the few segments with any.
+            total = bound.sum()
+            bound_segment = np.empty(total, dtype=np.int64)
+            bound_unit = np.empty(total, dtype=np.int64)
+            j = 0
+            for k in range(m):
+                if bound[k] == 0:
+                    continue
+                p = parent[k]
+                end = ends[k]
+                for u in range(units):
+                    if -alpha[p, u] / (beta[p, u] + 0.0) == end:
+                        bound_segment[j] = k
+                        bound_unit[j] = u
+                        j += 1
+            return out, bits, bound_segment, bound_unit
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def pool_scan(winner, windows, rows, stage, starts, ends):  # pragma: no cover - compiled
+            n = winner.shape[0]
+            units = winner.shape[2]
+            counts = np.zeros(n, dtype=np.int64)
+            for s in range(n):
+                r = rows[s]
+                lo = starts[s]
+                hi = ends[s]
+                count = 0
+                for u in range(units):
+                    da = winner[s, 0, u] - windows[r, 0, u, stage]
+                    db = winner[s, 1, u] - windows[r, 1, u, stage]
+                    root = -da / (db + 0.0)
+                    count += (root > lo) & (root < hi)
+                counts[s] = count
+            total = counts.sum()
+            segment = np.empty(total, dtype=np.int64)
+            unit = np.empty(total, dtype=np.int64)
+            value = np.empty(total, dtype=np.float64)
+            k = 0
+            for s in range(n):
+                if counts[s] == 0:
+                    continue
+                r = rows[s]
+                lo = starts[s]
+                hi = ends[s]
+                for u in range(units):
+                    da = winner[s, 0, u] - windows[r, 0, u, stage]
+                    db = winner[s, 1, u] - windows[r, 1, u, stage]
+                    root = -da / (db + 0.0)
+                    if root > lo and root < hi:
+                        segment[k] = s
+                        unit[k] = u
+                        value[k] = root
+                        k += 1
+            return segment, unit, value
+
+        @numba.njit(cache=True, nogil=True, error_model="numpy")
+        def pool_apply(winner, windows, rows, parent, stage, starts, ends):  # pragma: no cover - compiled
+            m = parent.size
+            units = winner.shape[2]
+            out = np.empty((m, 2, units))
+            keep = np.empty((m, units), dtype=np.bool_)
+            bound = np.zeros(m, dtype=np.int64)
+            for k in range(m):
+                p = parent[k]
+                r = rows[p]
+                z = starts[k]
+                end = ends[k]
+                count = 0
+                for u in range(units):
+                    wa = winner[p, 0, u]
+                    wb = winner[p, 1, u]
+                    ca = windows[r, 0, u, stage]
+                    cb = windows[r, 1, u, stage]
+                    da = wa - ca
+                    db = wb - cb
+                    root = -da / (db + 0.0)
+                    on = (not (root > z)) != (db < 0)
+                    keep[k, u] = on
+                    count += root == end
+                    out[k, 0, u] = wa if on else ca
+                    out[k, 1, u] = wb if on else cb
+                bound[k] = count
+            total = bound.sum()
+            bound_segment = np.empty(total, dtype=np.int64)
+            bound_unit = np.empty(total, dtype=np.int64)
+            j = 0
+            for k in range(m):
+                if bound[k] == 0:
+                    continue
+                p = parent[k]
+                r = rows[p]
+                end = ends[k]
+                for u in range(units):
+                    da = winner[p, 0, u] - windows[r, 0, u, stage]
+                    db = winner[p, 1, u] - windows[r, 1, u, stage]
+                    if -da / (db + 0.0) == end:
+                        bound_segment[j] = k
+                        bound_unit[j] = u
+                        j += 1
+            return out, keep, bound_segment, bound_unit
+
+        _KERNELS = (scan, apply, pool_scan, pool_apply)
+    return _KERNELS
+
+
+def scan_roots(alpha: np.ndarray, beta: np.ndarray, starts: np.ndarray,
+               ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """List the roots ``-alpha / (beta + 0.0)`` strictly inside their segment.
+
+    ``alpha`` and ``beta`` are ``(n, units)``, ``starts`` and ``ends`` are
+    ``(n,)``. Returns ``(segment, unit, root)`` in row-major order, the order
+    of ``np.nonzero`` on the ``(n, units)`` mask.
+    """
+    return _compiled()[0](alpha, beta, starts, ends)
+
+
+def apply_pointwise(alpha: np.ndarray, beta: np.ndarray, parent: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                    kind: str, slope: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decide and apply a ReLU, leaky ReLU or absolute value on every new segment.
+
+    Segment ``k`` of ``[starts[k], ends[k])`` takes the rows of old segment
+    ``parent[k]`` (``alpha`` and ``beta`` are ``(n, units)``). A unit is on
+    when ``not (root > start) xor (beta < 0)``. Returns ``out`` (``(m, 2,
+    units)``: the output ``alpha`` and ``beta`` rows), ``bits`` (``(m,
+    units)`` bool, the pattern) and the binding units as ``(segment, unit)``
+    arrays in row-major order: those whose root equals the segment's end.
+    """
+    return _compiled()[1](alpha, beta, parent, starts, ends, KIND_CODES[kind], float(slope))
+
+
+def scan_pool_stage(winner: np.ndarray, windows: np.ndarray, rows: np.ndarray, stage: int, starts: np.ndarray,
+                    ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """List the roots of ``winner - candidate`` strictly inside their segment, for one max-pool stage.
+
+    ``winner`` is ``(n, 2, units)``; ``windows`` is ``(rows, 2, units,
+    window)`` and segment ``s`` reads its candidates from row ``rows[s]``,
+    entry ``stage`` of each window. Returns ``(segment, unit, root)`` in
+    row-major order, as :func:`scan_roots`.
+    """
+    return _compiled()[2](winner, windows, rows, stage, starts, ends)
+
+
+def apply_pool_stage(winner: np.ndarray, windows: np.ndarray, rows: np.ndarray, parent: np.ndarray, stage: int,
+                     starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decide one max-pool stage on every new segment and return the new winners.
+
+    New segment ``k`` continues old segment ``parent[k]``. The winner stays
+    where ``not (root > start) xor (beta_winner - beta_candidate < 0)``.
+    Returns the new ``(m, 2, units)`` winner rows, the ``(m, units)`` keep
+    bits and the binding units ``(segment, unit)`` in row-major order.
+    """
+    return _compiled()[3](winner, windows, rows, parent, stage, starts, ends)
+
+
+__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "scan_pool_stage", "scan_roots"]

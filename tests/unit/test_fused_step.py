@@ -1,0 +1,131 @@
+"""The compiled piecewise step of the sweep equals the numpy step bit for bit.
+
+Both steps run on the same segments and rows: the new starts, the generation
+map, the binding units, the pattern digests and the output rows must be
+identical, signed zeros included. The rows are drawn with the values that
+make the comparisons delicate: zeros of both signs, ``beta = 0`` (infinite
+or NaN roots), roots exactly at a segment's start or end, and repeated
+roots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dalverify.accel.direct_conv import available
+from dalverify.graph.ir import Node
+from dalverify.line.layer_major import _max_pool, _max_pool_fused, _pointwise, _pointwise_fused, _Sweep
+
+pytestmark = pytest.mark.skipif(not available(), reason="the compiled step needs numba")
+
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0]
+
+
+@st.composite
+def segments_and_rows(draw):
+    """Segments of ``[-2, 2]`` and rows whose roots often fall on their ends."""
+    n = draw(st.integers(1, 4))
+    units = draw(st.integers(1, 6))
+    inner = sorted(set(draw(st.lists(st.sampled_from([-1.0, -0.5, 0.0, 0.25, 1.0]), max_size=n - 1))))
+    starts = np.array([-2.0] + inner)
+    values = st.one_of(st.sampled_from(SPECIAL), st.floats(-4, 4, allow_nan=False, width=64))
+    alpha = np.array(draw(st.lists(values, min_size=starts.size * units, max_size=starts.size * units)))
+    beta = np.array(draw(st.lists(values, min_size=starts.size * units, max_size=starts.size * units)))
+    # Put some roots exactly on segment boundaries: alpha = -root * beta with
+    # beta = 1 gives the root -alpha / 1 exactly.
+    on_boundary = draw(st.lists(st.booleans(), min_size=alpha.size, max_size=alpha.size))
+    boundaries = np.append(starts, 2.0)
+    for k, flag in enumerate(on_boundary):
+        if flag:
+            beta[k] = 1.0
+            alpha[k] = -boundaries[draw(st.integers(0, boundaries.size - 1))]
+    rows = np.stack([alpha.reshape(starts.size, units), beta.reshape(starts.size, units)], axis=1)
+    kind = draw(st.sampled_from(["relu", "leaky_relu", "abs"]))
+    return starts, rows, kind
+
+
+def fresh_sweep(starts: np.ndarray) -> _Sweep:
+    sweep = _Sweep(float(starts[0]), 2.0, max_segments=1000)
+    sweep.starts = starts.copy()
+    sweep.hashers = [sweep.hashers[0].copy() for _ in starts]
+    sweep.binding = [[(0, j)] for j in range(starts.size)]
+    return sweep
+
+
+def state(sweep: _Sweep):
+    return (sweep.starts.tolist(), sweep.end, [m.tolist() for m in sweep.maps], sweep.binding,
+            [h.hexdigest() for h in sweep.hashers])
+
+
+@given(segments_and_rows())
+def test_fused_step_equals_numpy_step(case):
+    starts, rows, kind = case
+    attrs = {"negative_slope": 0.1} if kind == "leaky_relu" else {}
+    node = Node(id=7, kind=kind, inputs=(3,), shape=(rows.shape[2],), attrs=attrs, params={})
+
+    plain, fused = fresh_sweep(starts), fresh_sweep(starts)
+    expected = _pointwise(plain, node, rows.copy())
+    got = _pointwise_fused(fused, node, rows.copy())
+
+    assert state(fused) == state(plain)
+    assert got.shape == expected.shape
+    # Bitwise equality, so -0.0 and 0.0 are told apart.
+    assert np.array_equal(got.view(np.int64), expected.view(np.int64))
+
+
+def test_split_and_binding_on_a_hand_case():
+    """One segment [-2, 2), units with roots -1 (inside), 2 (its end) and none (beta = 0)."""
+    starts = np.array([-2.0])
+    rows = np.array([[[1.0, -2.0, 1.0], [1.0, 1.0, 0.0]]])
+    node = Node(id=5, kind="relu", inputs=(3,), shape=(3,), attrs={}, params={})
+    sweep = fresh_sweep(starts)
+    out = _pointwise_fused(sweep, node, rows)
+
+    assert sweep.starts.tolist() == [-2.0, -1.0]
+    assert sweep.maps[-1].tolist() == [0, 0]
+    # The first segment ends at unit 0's root, so unit 0 binds it; it is not
+    # its parent's last child, so it keeps none of the parent's earlier units.
+    # The last segment keeps them and ends at 2, unit 1's root.
+    assert sweep.binding == [[(5, 0)], [(0, 0), (5, 1)]]
+    # On [-2, -1): unit 0 (1 + z) is negative, unit 1 (-2 + z) negative,
+    # unit 2 (constant 1) positive. On [-1, 2): unit 0 positive.
+    assert out[:, 0].tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
+    assert out[:, 1].tolist() == [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+@st.composite
+def pool_cases(draw):
+    """Segments and ``(n, 2, C, H, W)`` rows of small integers: many equal window entries and roots on ends."""
+    n = draw(st.integers(1, 3))
+    inner = sorted(set(draw(st.lists(st.sampled_from([-1.0, 0.0, 0.5]), max_size=n - 1))))
+    starts = np.array([-2.0] + inner)
+    channels = draw(st.integers(1, 2))
+    side = draw(st.sampled_from([2, 3, 4]))
+    kernel = draw(st.sampled_from([(2, 2), (1, 2), (3, 3)]))
+    if kernel[0] > side:
+        kernel = (2, 2)
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    count = starts.size * 2 * channels * side * side
+    values = np.array(draw(st.lists(st.sampled_from([-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0]),
+                                    min_size=count, max_size=count)))
+    return starts, values.reshape(starts.size, 2, channels, side, side), kernel, stride
+
+
+@given(pool_cases())
+def test_fused_max_pool_equals_numpy_max_pool(case):
+    starts, rows, kernel, stride = case
+    side = rows.shape[-1]
+    out_h, out_w = (side - kernel[0]) // stride[0] + 1, (side - kernel[1]) // stride[1] + 1
+    node = Node(id=9, kind="max_pool2d", inputs=(3,), shape=(rows.shape[2], out_h, out_w),
+                attrs={"kernel_size": kernel, "stride": stride}, params={})
+
+    plain, fused = fresh_sweep(starts), fresh_sweep(starts)
+    expected = _max_pool(plain, node, rows.copy())
+    got = _max_pool_fused(fused, node, rows.copy())
+
+    assert state(fused) == state(plain)
+    assert got.shape == expected.shape
+    assert np.array_equal(got.view(np.int64), expected.view(np.int64))
