@@ -47,9 +47,16 @@ from dalverify.threads import single_blas_thread
 
 logger = logging.getLogger(__name__)
 
-#: Rows (two per segment) per call of the reference evaluator: the column
-#: buffer of a convolution then stays in the caches. Must be even.
+#: Rows (two per segment) per call of the reference evaluator on small
+#: layers. Must be even.
 ROW_CHUNK = 16
+
+#: Layers whose inputs and output take more than this many bytes per row
+#: get half as many rows per call, so that a call's arrays stay in the
+#: per-core cache. Measured on a 2-core x86_64 machine (1 MiB L2 per core):
+#: 8 rows per call made the 64 x 64 sweep 1.2x faster than 16 and left
+#: 16 x 16 and 32 x 32 within 4 %.
+LARGE_ROW_BYTES = 128 * 1024
 
 #: Default memory budget of one sweep, in bytes, for the values of all
 #: segments kept alive at once.
@@ -193,17 +200,19 @@ class _Sweep:
 
 
 def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
-    """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call."""
+    """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers)."""
     n = inputs[0].shape[0]
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
-    mask = np.tile(np.array([True, False]), ROW_CHUNK // 2)
-    if 2 * n <= ROW_CHUNK:
+    row_bytes = 8 * (node.size + sum(int(np.prod(x.shape[2:])) for x in inputs))
+    per_call = ROW_CHUNK if row_bytes <= LARGE_ROW_BYTES else ROW_CHUNK // 2
+    mask = np.tile(np.array([True, False]), per_call // 2)
+    if 2 * n <= per_call:
         out = apply_linear(node, rows, bias_mask=mask[: 2 * n], conv=conv)
         return out.reshape((n, 2) + out.shape[1:])
     out = np.empty((2 * n,) + tuple(node.shape))
-    for start in range(0, 2 * n, ROW_CHUNK):
-        chunk = [r[start : start + ROW_CHUNK] for r in rows]
-        out[start : start + ROW_CHUNK] = apply_linear(node, chunk, bias_mask=mask[: chunk[0].shape[0]], conv=conv)
+    for start in range(0, 2 * n, per_call):
+        chunk = [r[start : start + per_call] for r in rows]
+        out[start : start + per_call] = apply_linear(node, chunk, bias_mask=mask[: chunk[0].shape[0]], conv=conv)
     return out.reshape((n, 2) + out.shape[1:])
 
 
@@ -484,4 +493,4 @@ def walk_layer_major(
     return Partition(lo, hi, pieces, network_index, seconds, "layer", outputs)
 
 
-__all__ = ["DEFAULT_MEMORY", "ROW_CHUNK", "default_max_segments", "walk_layer_major"]
+__all__ = ["DEFAULT_MEMORY", "LARGE_ROW_BYTES", "ROW_CHUNK", "default_max_segments", "walk_layer_major"]
