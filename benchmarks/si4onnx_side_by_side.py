@@ -37,7 +37,8 @@ Setting
   the same range is covered) and its default (``"parametric"``, which stops
   once the p-value's bounds from the unsearched part of the line are
   closer than 0.001). Every run of either tool is its own process, with
-  ``--threads`` torch threads (default 1).
+  ``--threads`` torch threads (default 1); ``--dalverify-workers 2`` lets
+  dalverify walk the two halves of the range in two processes.
 - NOTE: in sicore 3.0.0 the exhaustive mode's own search strategy is never
   selected (``SelectiveInference._create_search_strategy`` matches the mode
   string against a tuple pattern), so the exhaustive run also moves outward
@@ -65,6 +66,13 @@ Markdown table of every run and a summary per size.
 
     python benchmarks/si4onnx_side_by_side.py --sizes 16 32 --seeds 0 1 2 \\
         --si4onnx-python /work/si4onnx_venv/bin/python --out side_by_side.jsonl
+
+si4onnx's own environment (it needs numpy < 2; the torch pin first, so that
+pip takes the CPU build):
+
+    python -m venv /work/si4onnx_venv
+    /work/si4onnx_venv/bin/pip install torch==2.13.0
+    /work/si4onnx_venv/bin/pip install "numpy<2" si4onnx==0.1.13 sicore==3.0.0
 """
 
 from __future__ import annotations
@@ -374,13 +382,14 @@ def prepare_case(folder: str | os.PathLike[str], size: int, seed: int, threshold
 # dalverify side and the comparison (dalverify environment).
 
 
-def run_dalverify(graph, image, reference, threshold: float, *, kernel_size: int = 3):
+def run_dalverify(graph, image, reference, threshold: float, *, kernel_size: int = 3, workers: int = 1):
     """Run the DAL-Test with si4onnx's conventions; return ``(result, seconds)``.
 
     ``seconds`` is the wall time of ``DALTest.run`` (region, walk over
-    ``[-(10 + |z|), 10 + |z|]`` sd and every p-value).
+    ``[-(10 + |z|), 10 + |z|]`` sd and every p-value), with ``workers``
+    walk processes.
     """
-    test = make_test(graph, threshold, kernel_size=kernel_size)
+    test = make_test(graph, threshold, kernel_size=kernel_size, workers=workers)
     started = time.perf_counter()
     result = test.run(image, reference)
     return result, time.perf_counter() - started
@@ -754,7 +763,7 @@ def run_case(folder: Path, size: int, seed: int, args: argparse.Namespace) -> di
 
     out = folder / "dalverify.json"
     command = [sys.executable, script, "--worker", "dalverify", "--case", str(folder), "--result", str(out),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--dalverify-workers", str(args.dalverify_workers)]
     status, wall, stderr = _run_process(command, args.timeout)
     if status is None:
         record["dalverify"] = {"status": "timeout", "seconds": wall, "note": f"stopped after {args.timeout:g} s"}
@@ -796,7 +805,7 @@ def _source_state() -> dict[str, Any]:
     return state
 
 
-def _dalverify_worker(case_dir: str, out_path: str, threads: int) -> None:
+def _dalverify_worker(case_dir: str, out_path: str, threads: int, workers: int = 1) -> None:
     import numpy as np
     import torch
 
@@ -811,8 +820,10 @@ def _dalverify_worker(case_dir: str, out_path: str, threads: int) -> None:
     image = np.load(folder / _CASE_FILES["image"])
     reference = np.load(folder / _CASE_FILES["reference"])
     load_before = _load_average()
-    result, seconds = run_dalverify(graph, image, reference, spec["threshold"], kernel_size=spec["kernel_size"])
+    result, seconds = run_dalverify(graph, image, reference, spec["threshold"], kernel_size=spec["kernel_size"],
+                                    workers=workers)
     summary = dalverify_summary(result, seconds)
+    summary["workers"] = workers
     summary["load_average_before"], summary["load_average_after"] = load_before, _load_average()
     summary["import_seconds"] = import_seconds
     summary["versions"] = _package_versions(["dalverify", "torch", "numpy", "onnx", "mpmath"])
@@ -959,6 +970,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-si4onnx", action="store_true",
                         help="keep a si4onnx result already in a case folder when its inputs are byte-identical")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every run (default 1)")
+    parser.add_argument("--dalverify-workers", type=int, default=1,
+                        help="walk processes of dalverify (default 1; 2 uses both cores of a 2-core machine)")
     parser.add_argument("--timeout", type=float, default=None, help="stop any single run after this many seconds")
     parser.add_argument("--workdir", default=None, help="keep the case folders here (default: a temporary folder)")
     parser.add_argument("--worker", choices=["si4onnx", "dalverify"], help=argparse.SUPPRESS)
@@ -975,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
                            threads=args.threads)
         return 0
     if args.worker == "dalverify":
-        _dalverify_worker(args.case, args.result, args.threads)
+        _dalverify_worker(args.case, args.result, args.threads, args.dalverify_workers)
         return 0
 
     records = []
