@@ -1,9 +1,10 @@
 """Compiled element-wise steps of the layer-major sweep (numba).
 
-A piecewise node of the sweep (:mod:`dalverify.line.layer_major`) needs, for
-every segment and unit, the root ``-alpha / (beta + 0.0)``, whether it lies
-strictly inside the segment, the sign-rule decision at each new segment's
-start, whether the root equals the segment's end (a binding unit), and the
+A piecewise node of the sweep (:mod:`dalverify.line.layer_major`) computes
+the root ``-alpha / (beta + 0.0)`` of every unit on every segment and
+whether it lies strictly inside the segment. On each new segment it then
+decides every unit by the sign rule at the segment's start, records the
+units whose root equals the segment's end (binding units) and writes the
 output rows. With numpy that is about ten passes over ``(segments, units)``
 arrays, with temporaries and the copies of the rows of every split segment.
 The kernels here do the same work in two passes:

@@ -61,7 +61,7 @@ def state(sweep: _Sweep):
 
 
 @given(segments_and_rows())
-def test_fused_step_equals_numpy_step(case):
+def test_fused_pointwise_equals_numpy(case):
     starts, rows, kind = case
     attrs = {"negative_slope": 0.1} if kind == "leaky_relu" else {}
     node = Node(id=7, kind=kind, inputs=(3,), shape=(rows.shape[2],), attrs=attrs, params={})
@@ -72,11 +72,11 @@ def test_fused_step_equals_numpy_step(case):
 
     assert state(fused) == state(plain)
     assert got.shape == expected.shape
-    # Bitwise equality, so -0.0 and 0.0 are told apart.
+    # Bitwise equality, so -0.0 and 0.0 count as different.
     assert np.array_equal(got.view(np.int64), expected.view(np.int64))
 
 
-def test_split_and_binding_on_a_hand_case():
+def test_fused_pointwise_hand_case():
     """One segment [-2, 2), units with roots -1 (inside), 2 (its end) and none (beta = 0)."""
     starts = np.array([-2.0])
     rows = np.array([[[1.0, -2.0, 1.0], [1.0, 1.0, 0.0]]])
@@ -86,9 +86,9 @@ def test_split_and_binding_on_a_hand_case():
 
     assert sweep.starts.tolist() == [-2.0, -1.0]
     assert sweep.maps[-1].tolist() == [0, 0]
-    # The first segment ends at unit 0's root, so unit 0 binds it; it is not
-    # its parent's last child, so it keeps none of the parent's earlier units.
-    # The last segment keeps them and ends at 2, unit 1's root.
+    # The first segment ends at unit 0's root, so unit 0 binds it. It is not
+    # its parent's last child, so it keeps none of the parent's earlier
+    # units. The last segment keeps them and ends at 2, unit 1's root.
     assert sweep.binding == [[(5, 0)], [(0, 0), (5, 1)]]
     # On [-2, -1): unit 0 (1 + z) is negative, unit 1 (-2 + z) negative,
     # unit 2 (constant 1) positive. On [-1, 2): unit 0 positive.
@@ -115,7 +115,7 @@ def pool_cases(draw):
 
 
 @given(pool_cases())
-def test_fused_max_pool_equals_numpy_max_pool(case):
+def test_fused_max_pool_equals_numpy(case):
     starts, rows, kernel, stride = case
     side = rows.shape[-1]
     out_h, out_w = (side - kernel[0]) // stride[0] + 1, (side - kernel[1]) // stride[1] + 1
