@@ -12,6 +12,9 @@ needs); otherwise it stops after ``--max-pieces`` network pieces.
 
     python benchmarks/walk_speed.py --sizes 16 32 64 --max-pieces 400 --repeats 3
     python benchmarks/walk_speed.py --sizes 32 --range-sd 0.5 --backends torch numpy layer
+
+With ``--profile`` (and ``--range-sd``) one more layer-major sweep prints
+where its time goes: seconds and segments per node kind.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dalverify.diffusion.reconstruction import Reconstruction
 from dalverify.diffusion.unet import UNet
 from dalverify.export import export
 from dalverify.line import walk_line
+from dalverify.line.layer_major import walk_layer_major
 from dalverify.methods.covariance import Isotropic
 from dalverify.methods.dal_test import DALTest, RegionCuts
 from dalverify.methods.statistic import line_from_images
@@ -51,8 +55,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--range-sd", type=float, default=None, help="walk exactly [t_obs, t_obs + R sd]")
     parser.add_argument("--backends", nargs="+", default=["auto"], help="walk engines: auto, torch, numpy, layer")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the layer-major sweep per node kind (needs --range-sd)")
     args = parser.parse_args()
 
+    if args.profile and args.range_sd is None:
+        parser.error("--profile needs --range-sd")
     for size in args.sizes:
         graph = build_graph(size, args.seed)
         rng = np.random.default_rng(args.seed)
@@ -90,6 +98,20 @@ def main() -> int:
                 "ms_per_piece": round(1e3 * median / statistics.median(pieces), 2),
                 "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                 "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads available",
+            }), flush=True)
+        if args.profile:
+            timings: dict[str, list[float]] = {}
+            started = time.perf_counter()
+            partition = walk_layer_major(graph, line.a_image, line.b_image, line.t_obs,
+                                         line.t_obs + args.range_sd * line.sd, cuts=cuts, progress=False,
+                                         timings=timings)
+            total = time.perf_counter() - started
+            kinds = sorted(timings.items(), key=lambda item: -item[1][0])
+            print(json.dumps({
+                "size": size, "profile": "layer", "network_pieces": partition.network_pieces,
+                "seconds": round(total, 3),
+                "by_kind": {kind: {"seconds": round(seconds, 3), "share": round(seconds / total, 3),
+                                   "segments": int(segments)} for kind, (seconds, segments) in kinds},
             }), flush=True)
     return 0
 

@@ -363,10 +363,11 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
 
 
 def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
-           conv, fused: bool) -> _Sweep:
+           conv, fused: bool, timings: dict[str, list[float]] | None = None) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
     for node in graph.nodes[1:]:
+        started = time.perf_counter() if timings is not None else 0.0
         if node.kind in _PIECEWISE:
             x = sweep.get(node.inputs[0])
             if node.kind == "max_pool2d":
@@ -386,6 +387,10 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
         for source in set(node.inputs):
             if last[source] == node.id:
                 del sweep.values[source]
+        if timings is not None:
+            entry = timings.setdefault(node.kind, [0.0, 0.0])
+            entry[0] += time.perf_counter() - started
+            entry[1] += out.shape[0]
     return sweep
 
 
@@ -402,6 +407,7 @@ def walk_layer_major(
     max_segments: int | None = None,
     kernels: str | None = None,
     progress: bool | None = None,
+    timings: dict[str, list[float]] | None = None,
 ) -> Partition:
     """Partition ``[lo, hi]`` into the linear pieces of ``graph`` along ``a + b z``, layer-major.
 
@@ -417,6 +423,10 @@ def walk_layer_major(
     kernels
         ``"fast"`` (direct convolutions where faster, needs numba) or
         ``"reference"``; default ``"fast"`` when numba is importable.
+    timings
+        When given, receives per node kind ``[seconds, segments]``: the wall
+        time spent in nodes of that kind and the number of segments they
+        produced, summed over all sweeps (for profiling).
 
     Returns
     -------
@@ -455,7 +465,7 @@ def walk_layer_major(
     try:
         with single_blas_thread():
             while True:
-                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused)
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings)
                 sweeps += 1
                 out = sweep.get(graph.output)
                 ends = sweep.ends

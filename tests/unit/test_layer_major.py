@@ -168,3 +168,22 @@ def test_default_segment_limit_follows_memory(small_unet):
     per_segment_floor = 16 * 7 * widest
     assert default_max_segments(small_unet, memory=per_segment_floor * 100) <= 100
     assert default_max_segments(small_unet, memory=1) == 2
+
+
+def test_timings_count_segments_per_kind(small_unet):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 1, 16, 16))
+    plain = walk_layer_major(small_unet, a, b, -0.2, 0.2)
+    timings: dict[str, list[float]] = {}
+    timed = walk_layer_major(small_unet, a, b, -0.2, 0.2, timings=timings)
+    assert summary(timed) == summary(plain)
+
+    # Every node kind of the graph appears once, with a non-negative time.
+    kinds = {node.kind for node in small_unet.nodes[1:]}
+    assert set(timings) == kinds
+    assert all(seconds >= 0.0 for seconds, _ in timings.values())
+    # The last node (the output) sees every network piece of the one sweep.
+    last_kind = small_unet.nodes[-1].kind
+    count_last = sum(1 for node in small_unet.nodes[1:] if node.kind == last_kind)
+    assert timings[last_kind][1] >= plain.network_pieces
+    assert timings[last_kind][1] <= count_last * plain.network_pieces
