@@ -228,7 +228,19 @@ def _compiled():
                         j += 1
             return out, keep, bound_segment, bound_unit
 
-        _KERNELS = (scan, apply, pool_scan, pool_apply)
+        @numba.njit(cache=True, nogil=True)
+        def gather(out, value, index, offset):  # pragma: no cover - compiled
+            m, blocks, _ = out.shape
+            width = value.shape[2]
+            for k in range(m):
+                source = index[k]
+                for j in range(blocks):
+                    target = out[k, j]
+                    row = value[source, j]
+                    for t in range(width):
+                        target[offset + t] = row[t]
+
+        _KERNELS = (scan, apply, pool_scan, pool_apply, gather)
     return _KERNELS
 
 
@@ -281,4 +293,15 @@ def apply_pool_stage(winner: np.ndarray, windows: np.ndarray, rows: np.ndarray, 
     return _compiled()[3](winner, windows, rows, parent, stage, starts, ends)
 
 
-__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "scan_pool_stage", "scan_roots"]
+def gather_into(out: np.ndarray, value: np.ndarray, index: np.ndarray, offset: int) -> None:
+    """Copy ``value[index[k], j, :]`` into ``out[k, j, offset:offset + width]`` for every ``k`` and ``j``.
+
+    ``out`` is ``(m, blocks, total)`` and ``value`` is ``(n, blocks,
+    width)``, both C-contiguous. One pass, with no temporary array: the
+    concatenation of the sweep uses it to read an input of an earlier
+    generation straight into its output.
+    """
+    _compiled()[4](out, value, index, offset)
+
+
+__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "gather_into", "scan_pool_stage", "scan_roots"]

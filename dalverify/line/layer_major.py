@@ -38,7 +38,7 @@ import numpy as np
 
 from dalverify.accel.direct_conv import available as numba_available
 from dalverify.accel.direct_conv import conv_for, default_kernels
-from dalverify.accel.fused_step import apply_pointwise, apply_pool_stage, scan_pool_stage, scan_roots
+from dalverify.accel.fused_step import apply_pointwise, apply_pool_stage, gather_into, scan_pool_stage, scan_roots
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
@@ -107,12 +107,19 @@ class _Sweep:
         target = self.generation if target is None else target
         if target == self.generation and generation in self._to_current:
             return self._to_current[generation]
-        index = np.arange(self.starts.size) if target == self.generation else np.arange(self.maps[target].size)
+        index = np.arange(self.count(target))
         for g in range(target - 1, generation - 1, -1):
             index = self.maps[g][index]
         if target == self.generation:
             self._to_current[generation] = index
         return index
+
+    def count(self, generation: int) -> int:
+        """Return the number of segments of generation ``generation``."""
+        if generation == self.generation:
+            return int(self.starts.size)
+        # maps[g] holds one parent per segment of generation g + 1.
+        return int(self.maps[generation - 1].size) if generation > 0 else 1
 
     def get(self, node_id: int, target: int | None = None) -> np.ndarray:
         """Return the value of ``node_id`` with one row pair per segment of generation ``target``."""
@@ -216,20 +223,28 @@ def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
     return out.reshape((n, 2) + out.shape[1:])
 
 
-def _concat(sweep: _Sweep, node: Node, generation: int) -> np.ndarray:
+def _concat(sweep: _Sweep, node: Node, generation: int, fused: bool) -> np.ndarray:
     """Concatenate the inputs of ``node`` straight into its output, for the segments of ``generation``.
 
-    The same values as the reference concatenation (a copy), without the
-    intermediate arrays.
+    The same values as the reference concatenation (a copy). With ``fused``
+    an input of an earlier generation is gathered by a compiled loop, with no
+    temporary array.
     """
-    first = sweep.get(node.inputs[0], generation)
-    out = np.empty((first.shape[0], 2) + tuple(node.shape))
+    values = [sweep.values[source] for source in node.inputs]
+    m = sweep.count(generation)
+    out = np.empty((m, 2) + tuple(node.shape))
     axis = node.attrs["axis"] + 2
+    blocks = 2 * int(np.prod(node.shape[: axis - 2]))
+    flat_out = out.reshape(m, blocks, -1)
     offset = 0
-    for k, source in enumerate(node.inputs):
-        value = first if k == 0 else sweep.get(source, generation)
+    for (value, value_generation), source in zip(values, node.inputs):
         width = value.shape[axis]
-        out[(slice(None),) * axis + (slice(offset, offset + width),)] = value
+        if fused and value.flags.c_contiguous:
+            index = sweep.index(value_generation, generation) if value_generation != generation else np.arange(m)
+            flat = value.reshape(value.shape[0], blocks, -1)
+            gather_into(flat_out, flat, index, offset * flat.shape[2] // width)
+        else:
+            out[(slice(None),) * axis + (slice(offset, offset + width),)] = sweep.get(source, generation)
         offset += width
     return out
 
@@ -380,7 +395,7 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
             # per segment of the newest generation among them.
             generation = max(sweep.values[i][1] for i in node.inputs)
             if node.kind == "concat":
-                out = _concat(sweep, node, generation)
+                out = _concat(sweep, node, generation, fused)
             else:
                 out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv)
             sweep.values[node.id] = (out, generation)

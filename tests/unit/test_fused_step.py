@@ -129,3 +129,15 @@ def test_fused_max_pool_equals_numpy(case):
     assert state(fused) == state(plain)
     assert got.shape == expected.shape
     assert np.array_equal(got.view(np.int64), expected.view(np.int64))
+
+
+def test_sweep_index_of_an_older_target():
+    # Three generations: 1 segment, split into 2, then the second into 3.
+    sweep = _Sweep(-2.0, 2.0, max_segments=100)
+    sweep.split_at(np.array([0]), np.array([0.0]))
+    sweep.split_at(np.array([1, 1]), np.array([0.5, 1.0]))
+    assert [sweep.count(g) for g in range(3)] == [1, 2, 4]
+    assert sweep.index(0, 1).tolist() == [0, 0]
+    assert sweep.index(1, 2).tolist() == [0, 1, 1, 1]
+    assert sweep.index(0, 2).tolist() == [0, 0, 0, 0]
+    assert sweep.index(1).tolist() == [0, 1, 1, 1]
