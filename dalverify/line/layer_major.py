@@ -20,6 +20,11 @@ of ``z`` with jumps only at the stored roots. So the result is the numpy
 walk's partition bit for bit: the same ends, pattern digests and binding
 units (``proofs/direction_of_travel.md``, Claim 5).
 
+With the ``"fast"`` kernels and numba present, the piecewise steps and the
+concatenations run as compiled loops (:mod:`dalverify.accel.fused_step`)
+that perform the numpy code's operations, so the result is the same bit for
+bit; the numpy steps remain the reference and the fallback.
+
 Memory is bounded by ``max_segments``. When a split would create more
 segments than that, the segments beyond the limit are dropped, and the sweep
 goes on with the range shortened to the first dropped start. That start is a
