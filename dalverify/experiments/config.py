@@ -47,11 +47,13 @@ from typing import Any
 
 from dalverify.errors import InputError
 
-KINDS = ("type1", "power", "robustness", "brain")
+KINDS = ("type1", "power", "robustness", "brain", "elpv")
+#: Kinds on real images, with a diagonal Sigma and the intensity-threshold baseline.
+REAL_DATA_KINDS = ("brain", "elpv")
 COVARIANCES = ("identity", "ar1", "diagonal")
 METHODS = ("selective", "overconditioned", "naive", "bonferroni", "permutation", "baseline_selective",
            "baseline_naive")
-#: Methods of the intensity-threshold baseline (``brain`` cells only).
+#: Methods of the intensity-threshold baseline (``brain`` and ``elpv`` cells only).
 BASELINE_METHODS = ("baseline_selective", "baseline_naive")
 
 
@@ -80,15 +82,17 @@ class ExperimentConfig:
     kind : str
         ``"type1"`` (null images), ``"power"`` (a shift ``delta`` on a random
         ``region_side x region_side`` square), ``"robustness"`` (null
-        images with non-Gaussian noise at Wasserstein distance ``distance``)
-        or ``"brain"`` (the bundled real brain slices, see
-        :mod:`dalverify.experiments.brain`).
+        images with non-Gaussian noise at Wasserstein distance ``distance``),
+        ``"brain"`` (the bundled real brain slices, see
+        :mod:`dalverify.experiments.brain`) or ``"elpv"`` (ELPV solar cells
+        from the optional ``elpv-dataset`` package, see
+        :mod:`dalverify.experiments.elpv`).
     side : int
         Image side; the number of pixels is ``n = side^2``.
     covariance, rho
         ``"identity"`` (``Sigma = I``) or ``"ar1"`` (``Sigma_ij = rho^|i-j|``
-        over the row-major vectorized pixels); ``"diagonal"`` (brain cells
-        only: the per-pixel variances of the bundled covariance slices).
+        over the row-major vectorized pixels); ``"diagonal"`` (brain and
+        elpv cells only: the per-pixel variances of the covariance images).
     threshold, kernel_size, t_start, ddim_steps, eta, reconstruction_seed
         DAL-Test and DDIM settings (``lambda``, ``K``, ``T'``, ``k``, ``eta``).
     methods, alpha
@@ -112,6 +116,15 @@ class ExperimentConfig:
         Brain cells: core intensity (in sd of the standardized slices) and
         radius (pixels) of the synthetic lesion; contrast 0 means normal
         slices (type I error).
+    defect, defect_shape, defect_contrast, defect_size
+        ELPV cells: ``"none"`` (test normals), ``"synthetic"`` (test normals
+        with a ``"crack"`` or ``"inactive"`` defect of known mask, intensity
+        ``defect_contrast`` in sd of the standardized cells, size
+        ``defect_size`` pixels) or ``"real"`` (real defective cells).
+    train_normals, covariance_normals
+        ELPV cells: minimum number of training normals (taken in whole
+        100-row blocks) and number of covariance-estimation normals; the
+        split is drawn from ``train.seed``.
     """
 
     name: str
@@ -140,6 +153,12 @@ class ExperimentConfig:
     distance: float = 0.0
     lesion_contrast: float = 0.0
     lesion_radius: float = 2.0
+    defect: str = "none"
+    defect_shape: str = "crack"
+    defect_contrast: float = 0.0
+    defect_size: float = 8.0
+    train_normals: int = 300
+    covariance_normals: int = 100
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
@@ -192,13 +211,16 @@ class ExperimentConfig:
 
     def _validate_brain(self) -> None:
         baseline = [m for m in self.methods if m in BASELINE_METHODS]
-        if self.kind != "brain":
+        if self.kind not in REAL_DATA_KINDS:
             if self.covariance == "diagonal":
-                raise InputError("covariance='diagonal' is for kind='brain' only; use 'identity' or 'ar1'")
+                raise InputError("covariance='diagonal' is for kind='brain' or 'elpv' only; use 'identity' or 'ar1'")
             if baseline:
-                raise InputError(f"methods {baseline} are for kind='brain' only; remove them")
-            if self.model == "bundled":
-                raise InputError("model='bundled' is for kind='brain' only; give the path of a .dalv model")
+                raise InputError(f"methods {baseline} are for kind='brain' or 'elpv' only; remove them")
+        if self.kind != "brain" and self.model == "bundled":
+            raise InputError("model='bundled' is for kind='brain' only; give the path of a .dalv model")
+        if self.kind == "elpv":
+            self._validate_elpv()
+        if self.kind != "brain":
             return
         from dalverify.experiments.brain import BRAIN_MODELS, slice_count
 
@@ -219,9 +241,43 @@ class ExperimentConfig:
                 f"set images <= {total} (each normal slice is tested once)"
             )
 
+    def _validate_elpv(self) -> None:
+        from dalverify.experiments.elpv import DEFECT_SHAPES, DEFECTS, available_images
+
+        if self.covariance != "diagonal":
+            raise InputError(f"covariance={self.covariance!r}: elpv cells use covariance = 'diagonal'")
+        if "permutation" in self.methods:
+            raise InputError("the permutation p-value is not available in elpv cells; remove 'permutation'")
+        if self.defect not in DEFECTS:
+            raise InputError(f"defect={self.defect!r} is unknown; use one of {DEFECTS}")
+        if self.train_normals < 1 or self.covariance_normals < 2:
+            raise InputError(f"train_normals={self.train_normals} and covariance_normals={self.covariance_normals}: "
+                             "need train_normals >= 1 and covariance_normals >= 2 (a sample variance needs two)")
+        if self.defect == "synthetic":
+            if self.defect_shape not in DEFECT_SHAPES:
+                raise InputError(f"defect_shape={self.defect_shape!r} is unknown; use one of {DEFECT_SHAPES}")
+            if not (math.isfinite(self.defect_contrast) and self.defect_contrast != 0):
+                raise InputError(f"defect_contrast={self.defect_contrast!r}: a synthetic defect needs a finite, "
+                                 "non-zero contrast (negative values make it dark)")
+            if not (1 <= self.defect_size <= self.side - 1):
+                raise InputError(f"defect_size={self.defect_size!r} must lie in [1, side - 1 = {self.side - 1}] "
+                                 "pixels")
+        elif self.defect_contrast != 0:
+            raise InputError(f"defect_contrast={self.defect_contrast!r} applies to defect='synthetic' only; "
+                             f"set it to 0 for defect={self.defect!r}")
+        # Loading the split here makes a missing package or an impossible split fail before any image runs.
+        total = available_images(self)
+        if self.defect != "synthetic":
+            if self.images > total:
+                pool = "real defective mono cells" if self.defect == "real" else "test normal mono cells"
+                raise InputError(f"images={self.images} is too many: the split contains {total} {pool} outside "
+                                 f"the training blocks; set images <= {total} (each cell is tested once)")
+
 
 #: Keys that may hold a list in a file; each list expands into cells.
-SWEEP_KEYS = ("side", "delta", "family", "distance", "lesion_contrast")
+SWEEP_KEYS = ("side", "delta", "family", "distance", "lesion_contrast", "defect", "defect_shape", "defect_contrast")
+#: Sweep keys that only matter for synthetic ELPV defects; other ELPV cells take their default.
+SYNTHETIC_DEFECT_KEYS = ("defect_shape", "defect_contrast")
 
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
@@ -276,14 +332,28 @@ def expand(data: dict[str, Any]) -> list[ExperimentConfig]:
     if not lists:
         return [from_mapping(base)]
     cells = []
+    names = set()
     keys = list(lists)
+    defaults = ExperimentConfig(name="").to_dict()
     for combination in itertools.product(*(lists[key] for key in keys)):
         cell = dict(base)
         suffix = []
         for key, value in zip(keys, combination):
             cell[key] = value
+        for key, value in zip(keys, combination):
+            if key in SYNTHETIC_DEFECT_KEYS and cell.get("defect") != "synthetic":
+                # A normal or real-defect cell has no synthetic defect, so the
+                # shape and contrast lists do not multiply it.
+                cell[key] = defaults[key]
+                continue
             suffix.append(f"{key}{value}")
-        cells.append(from_mapping(cell, name=f"{base.get('name', 'experiment')}_{'_'.join(suffix)}"))
+        name = base.get("name", "experiment")
+        if suffix:
+            name = f"{name}_{'_'.join(suffix)}"
+        if name in names:
+            continue
+        names.add(name)
+        cells.append(from_mapping(cell, name=name))
     return cells
 
 

@@ -16,7 +16,9 @@ p-value for that method.
 Brain cells with a lesion also report the mean Dice coefficient
 ``2 |R & L| / (|R| + |L|)`` of the detected region ``R`` and the lesion mask
 ``L`` over all their images (an image with no region counts as 0), for the
-DAL-Test and for the baseline.
+DAL-Test and for the baseline; so do ``elpv`` cells with a synthetic
+defect. ``elpv`` cells on real defective cells report an image-level
+detection rate (no pixel mask, no Dice).
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def summarize_cell(item: str | os.PathLike, alpha: float | None = None) -> dict[
         rates[method] = {"rejected": rejected, "tested": len(values),
                          "rate": rejected / len(values) if values else math.nan, "wilson95": [lo, hi]}
     seconds = [r.get("seconds", 0.0) for r in records]
-    lesion = config.get("kind") == "brain" and config.get("lesion_contrast", 0) != 0
+    lesion = (config.get("kind") == "brain" and config.get("lesion_contrast", 0) != 0) or (
+        config.get("kind") == "elpv" and config.get("defect") == "synthetic")
     dice = {}
     if lesion:
         usable = [r for r in records if r.get("status") != "error"]
@@ -122,6 +125,9 @@ def summarize_cell(item: str | os.PathLike, alpha: float | None = None) -> dict[
         "family": config.get("family") if config.get("kind") == "robustness" else None,
         "distance": config.get("distance") if config.get("kind") == "robustness" else None,
         "lesion_contrast": config.get("lesion_contrast") if config.get("kind") == "brain" else None,
+        "defect": config.get("defect") if config.get("kind") == "elpv" else None,
+        "defect_shape": config.get("defect_shape") if config.get("defect") == "synthetic" else None,
+        "defect_contrast": config.get("defect_contrast") if config.get("kind") == "elpv" else None,
         "mean_dice": dice or None,
         "alpha": level,
         "images_planned": config.get("images"),
@@ -142,6 +148,10 @@ def _cell_label(s: dict[str, Any]) -> str:
     if s["kind"] == "brain":
         contrast = s.get("lesion_contrast") or 0
         return "normal slices" if contrast == 0 else f"synthetic lesion, {contrast:+g} sd"
+    if s["kind"] == "elpv":
+        if s.get("defect") == "synthetic":
+            return f"synthetic {s['defect_shape']}, {s['defect_contrast']:+g} sd"
+        return "real defective cells" if s.get("defect") == "real" else "test normals"
     return "-"
 
 
@@ -242,9 +252,21 @@ def write_report(results: list[str | os.PathLike], out_dir: str | os.PathLike,
             key = ("power", s["n"], _sigma_label(s))
         elif s["kind"] == "brain":
             key = ("brain", s["n"])
+        elif s["kind"] == "elpv":
+            # One figure per defect shape, rates against the contrast. Test
+            # normals join each figure at contrast 0 below; real defective
+            # cells have no contrast and appear in the table only.
+            if s.get("defect") != "synthetic":
+                continue
+            key = ("elpv", s["n"], s["defect_shape"])
         else:
             key = ("robustness", s["family"], s["n"], _sigma_label(s))
         groups.setdefault(key, []).append(s)
+    for s in summaries:
+        if s["kind"] == "elpv" and s.get("defect") == "none":
+            for key, cells in groups.items():
+                if key[:2] == ("elpv", s["n"]):
+                    cells.append(s)
     for key, cells in groups.items():
         level = cells[0]["alpha"]
         slug = "_".join(str(k).replace(" ", "").replace("=", "").replace("(", "").replace(")", "") for k in key)
@@ -254,6 +276,9 @@ def write_report(results: list[str | os.PathLike], out_dir: str | os.PathLike,
         elif key[0] == "brain":
             _plot(cells, "lesion_contrast", "synthetic lesion contrast (sd; 0 = normal slices)",
                   "rejection rate", f"Brain T1 slices, n = {key[1]}", path, level)
+        elif key[0] == "elpv":
+            _plot(cells, "defect_contrast", f"synthetic {key[2]} contrast (sd; 0 = test normals)",
+                  "rejection rate", f"ELPV mono cells, n = {key[1]}", path, level)
         elif key[0] == "power":
             _plot(cells, "delta", "Delta", "power", f"Power, n = {key[1]}, Sigma = {key[2]}", path, None)
         else:

@@ -195,13 +195,21 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
         torch.set_num_threads(1)
         from dalverify.methods.dal_test import DALTest
 
-        case = None
+        case = anomaly_mask = None
         if config.kind == "brain":
             from dalverify.experiments.brain import brain_case, brain_covariance
 
             case = brain_case(config, index)
             image, reference, facts = case.image, case.reference, case.facts
             covariance, reference_scale, mask = brain_covariance(config.side), case.reference_scale, case.mask
+            anomaly_mask = case.lesion
+        elif config.kind == "elpv":
+            from dalverify.experiments.elpv import elpv_case, elpv_covariance
+
+            case = elpv_case(config, index)
+            image, reference, facts = case.image, case.reference, case.facts
+            covariance, reference_scale, mask = elpv_covariance(config), case.reference_scale, case.mask
+            anomaly_mask = case.defect
         else:
             image, reference, facts = simulate(config, index)
             covariance, reference_scale, mask = covariance_of(config), 1.0, None
@@ -226,7 +234,7 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
             truth[top:top + config.region_side, left:left + config.region_side] = True
             record["overlap"] = int(np.logical_and(truth, np.asarray(result.region).reshape(truth.shape)).sum())
         if case is not None:
-            record.update(_brain_extras(config, case, result, image, reference, covariance))
+            record.update(_real_data_extras(config, case, anomaly_mask, result, image, reference, covariance))
     except Exception as error:  # a failed image is recorded and the sweep goes on
         record.update(status="error", error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=5))
@@ -235,12 +243,13 @@ def run_image(config_data: dict[str, Any], index: int) -> dict[str, Any]:
     return record
 
 
-def _brain_extras(config: ExperimentConfig, case, result, image, reference, covariance) -> dict[str, Any]:
-    """Overlap with the lesion mask and, on request, the intensity-threshold baseline."""
+def _real_data_extras(config: ExperimentConfig, case, anomaly_mask, result, image, reference,
+                      covariance) -> dict[str, Any]:
+    """Overlap with the known ``anomaly_mask`` (None: no mask) and, on request, the intensity-threshold baseline."""
     from dalverify.experiments.brain import overlap_facts, threshold_baseline
     from dalverify.experiments.config import BASELINE_METHODS
 
-    extras = overlap_facts(np.asarray(result.region), case.lesion)
+    extras = overlap_facts(np.asarray(result.region), anomaly_mask)
     wanted = [m for m in config.methods if m in BASELINE_METHODS]
     if not wanted:
         return extras
@@ -248,7 +257,7 @@ def _brain_extras(config: ExperimentConfig, case, result, image, reference, cova
                                   kernel_size=config.kernel_size, mask=case.mask)
     extras["baseline_status"] = baseline["status"]
     extras["baseline_region_size"] = int(baseline["region"].sum())
-    extras.update(overlap_facts(baseline["region"], case.lesion, prefix="baseline_"))
+    extras.update(overlap_facts(baseline["region"], anomaly_mask, prefix="baseline_"))
     pvalues = dict(result_pvalues(result, config))
     logs = {}
     if baseline["status"] == "ok":
@@ -462,7 +471,12 @@ def _run_dask(data: dict[str, Any], pending: list[int], handle, bar, workers: in
 
 
 def train_model(config: ExperimentConfig, *, progress: bool = True, max_seconds: float | None = None) -> Path:
-    """Train the cell's small DDPM on ``N(0, Sigma)`` images and save it to ``config.model``."""
+    """Train the cell's small DDPM and save it to ``config.model``.
+
+    Simulated kinds train on ``N(0, Sigma)`` images; ``elpv`` cells train on
+    the standardized training normals of their split (``[train] images`` is
+    then unused).
+    """
     import torch
 
     from dalverify.diffusion.checkpoint import save_model
@@ -474,14 +488,24 @@ def train_model(config: ExperimentConfig, *, progress: bool = True, max_seconds:
     settings = config.train
     torch.manual_seed(settings.seed)
     model = UNet(1, settings.base_width, settings.depth)
-    images = training_images(config)
+    if config.kind == "elpv":
+        from dalverify.experiments import elpv
+
+        images = elpv.training_images(config)
+        data = elpv.data_of(config)
+        source = (f"ELPV mono normal cells, {len(images)} training normals in 100-row blocks "
+                  f"{data.split.training_blocks.tolist()} (split seed {settings.seed}), side={config.side}, "
+                  f"area-averaged, standardized by mean {data.mean!r} and sd {data.sd!r}")
+    else:
+        images = training_images(config)
+        source = f"N(0, Sigma), covariance={config.covariance}, rho={config.rho}, side={config.side}"
     result = train(model, images, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
                    seed=settings.seed, ema=settings.ema, progress=progress, max_seconds=max_seconds)
     trained = getattr(result, "model", None) or model
     path = Path(config.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"training": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
-             "data": f"N(0, Sigma), covariance={config.covariance}, rho={config.rho}, side={config.side}",
+             "data": source,
              "final_loss": float(result.final_loss)}
     save_model(path, trained, extra=extra)
     return path
