@@ -119,7 +119,7 @@ def _compiled_columns():
 def conv2d_columns(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
     """The reference convolution with its column buffer built by a compiled loop.
 
-    Bit for bit :func:`dalverify.graph.reference.conv2d`: the buffer holds
+    Bit for bit :func:`dalverify.graph.reference.conv2d`: the buffer contains
     the same values (copies and zeros), and the product is the same call.
     The compiled loop fills it in one pass without the padded copy, which on
     32 x 32 maps took as long as the product itself.

@@ -182,7 +182,7 @@ def test_timings_count_segments_per_kind(small_unet):
     kinds = {node.kind for node in small_unet.nodes[1:]}
     assert set(timings) == kinds
     assert all(seconds >= 0.0 for seconds, _ in timings.values())
-    # The last node (the output) sees every network piece of the one sweep.
+    # The last node (the output) produces at least one segment per network piece.
     last_kind = small_unet.nodes[-1].kind
     count_last = sum(1 for node in small_unet.nodes[1:] if node.kind == last_kind)
     assert timings[last_kind][1] >= plain.network_pieces
