@@ -117,7 +117,7 @@ def _compiled_columns():
 
 
 def conv2d_columns(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
-    """The reference convolution with its column buffer built by a compiled loop.
+    """Compute the reference convolution with its column buffer built by a compiled loop.
 
     Bit for bit :func:`dalverify.graph.reference.conv2d`: the buffer contains
     the same values (copies and zeros), and the product is the same call.

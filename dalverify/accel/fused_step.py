@@ -24,7 +24,7 @@ runs without ``fastmath``, so the results are the numpy ones bit for bit.
 Division by zero follows IEEE (``error_model="numpy"``): ``-a / 0.0`` is an
 infinity or NaN, as numpy gives.
 
-numba is imported on the first call only; :func:`available` tells whether it
+numba is imported on the first call only. :func:`available` returns whether it
 can be.
 """
 

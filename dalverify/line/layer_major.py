@@ -123,7 +123,7 @@ class _Sweep:
         """Return the number of segments of generation ``generation``."""
         if generation == self.generation:
             return int(self.starts.size)
-        # maps[g] holds one parent per segment of generation g + 1.
+        # maps[g] contains one parent per segment of generation g + 1.
         return int(self.maps[generation - 1].size) if generation > 0 else 1
 
     def get(self, node_id: int, target: int | None = None) -> np.ndarray:
