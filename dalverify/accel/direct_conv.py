@@ -25,6 +25,8 @@ import importlib.util
 
 import numpy as np
 
+from dalverify.accel import fma_conv
+
 #: Output maps of at least this many pixels use the direct kernel: at 64 x 64
 #: it beat the column-buffer product on every channel count measured, at
 #: 16 x 16 with 32 channels it lost by up to 2x.
@@ -153,14 +155,19 @@ def conv2d_direct(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
 
 
 def conv2d_fast(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
-    """2-D cross-correlation by the faster of the direct kernel and the reference, per layer shape.
+    """2-D cross-correlation by the fastest kernel this install has.
 
-    The choice depends on the layer's shapes only, never on the batch, so a
-    batch element gets the same bits in any batch. Without numba this is the
-    reference convolution.
+    The compiled fma-chain convolution (:mod:`dalverify.accel.fma_conv`) when
+    the extension is built; otherwise the faster of the numba direct kernel
+    and the column-buffer product, chosen by layer shape; without numba the
+    reference convolution. The choice depends on the install and the layer's
+    shapes only, never on the batch, so a batch element gets the same bits in
+    any batch.
     """
     from dalverify.graph.reference import conv2d
 
+    if fma_conv.available():
+        return fma_conv.conv2d_fma(x, weight, stride, padding, dilation, groups)
     if not _AVAILABLE:
         return conv2d(x, weight, stride, padding, dilation, groups)
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -186,8 +193,8 @@ def conv_for(kernels: str):
 
 
 def default_kernels() -> str:
-    """Return ``"fast"`` when numba is importable, else ``"reference"``."""
-    return "fast" if _AVAILABLE else "reference"
+    """Return ``"fast"`` when numba is importable or the compiled convolution is built, else ``"reference"``."""
+    return "fast" if _AVAILABLE or fma_conv.available() else "reference"
 
 
 __all__ = ["DIRECT_MIN_PIXELS", "KERNELS", "available", "conv2d_columns", "conv2d_direct", "conv2d_fast", "conv_for",

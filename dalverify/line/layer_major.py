@@ -42,7 +42,8 @@ import time
 import numpy as np
 
 from dalverify.accel.direct_conv import available as numba_available
-from dalverify.accel.direct_conv import conv_for, default_kernels
+from dalverify.accel import fma_conv
+from dalverify.accel.direct_conv import conv2d_fast, conv_for, default_kernels
 from dalverify.accel.fused_step import apply_pointwise, apply_pool_stage, gather_into, scan_pool_stage, scan_roots
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
@@ -68,6 +69,9 @@ LARGE_ROW_BYTES = 128 * 1024
 DEFAULT_MEMORY = 1 << 30
 
 _PIECEWISE = ("relu", "leaky_relu", "abs", "max_pool2d")
+
+#: Linear kinds that act on each element alone (no cache blocking needed).
+_ELEMENTWISE = ("scale_shift", "add_const", "mul_const", "add", "sub")
 
 
 class _Step:
@@ -212,9 +216,22 @@ class _Sweep:
 
 
 def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
-    """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers)."""
+    """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers).
+
+    Element-wise kinds, and convolutions by the compiled fma kernel, take all
+    rows in one call: their result for a row does not depend on the other
+    rows, and their memory use does not grow with the call.
+    """
     n = inputs[0].shape[0]
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
+    if node.kind == "conv2d" and conv is conv2d_fast and fma_conv.available():
+        attrs = node.attrs
+        out = fma_conv.conv2d_fma(rows[0], node.params["weight"], attrs["stride"], attrs["padding"],
+                                  attrs["dilation"], attrs["groups"], bias=node.params.get("bias"), bias_rows="even")
+        return out.reshape((n, 2) + out.shape[1:])
+    if node.kind in _ELEMENTWISE:
+        out = apply_linear(node, rows, bias_mask=np.tile(np.array([True, False]), n), conv=conv)
+        return out.reshape((n, 2) + out.shape[1:])
     row_bytes = 8 * (node.size + sum(int(np.prod(x.shape[2:])) for x in inputs))
     per_call = ROW_CHUNK if row_bytes <= LARGE_ROW_BYTES else ROW_CHUNK // 2
     mask = np.tile(np.array([True, False]), per_call // 2)

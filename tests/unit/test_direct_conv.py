@@ -77,6 +77,18 @@ def test_dyadic_inputs_give_exact_sums():
 
 
 @needs_numba
+def test_without_the_extension_the_numba_kernels_run(monkeypatch):
+    from dalverify.accel import fma_conv
+
+    monkeypatch.setattr(fma_conv, "_fmaconv", None)
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(2, 8, 64, 64))
+    weight = rng.normal(size=(8, 8, 3, 3))
+    assert np.array_equal(conv2d_fast(x, weight, (1, 1), (1, 1), (1, 1), 1),
+                          conv2d_direct(x, weight, (1, 1), (1, 1), (1, 1), 1))
+
+
+@needs_numba
 def test_batch_elements_do_not_depend_on_the_batch():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(5, 8, 64, 64))
@@ -97,10 +109,11 @@ def test_layer_choice_and_kernel_names():
 
 
 def test_without_numba_the_reference_kernels_run(monkeypatch):
-    from dalverify.accel import direct_conv
+    from dalverify.accel import direct_conv, fma_conv
     from dalverify.graph.reference import conv2d
 
     monkeypatch.setattr(direct_conv, "_AVAILABLE", False)
+    monkeypatch.setattr(fma_conv, "_fmaconv", None)
     rng = np.random.default_rng(9)
     x = rng.normal(size=(2, 8, 64, 64))
     weight = rng.normal(size=(8, 8, 3, 3))

@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dalverify.accel import fma_conv
 from dalverify.accel.direct_conv import available
 from dalverify.errors import InputError
 from dalverify.export import export
@@ -109,6 +110,26 @@ def test_every_kind_matches_numpy_walk(every_kind, kernels, seed, max_segments):
     assert summary(swept) == summary(reference)
     for (lo1, hi1, alpha1, beta1), (lo2, hi2, alpha2, beta2) in zip(swept.outputs, reference.outputs):
         assert (lo1, hi1) == (lo2, hi2)
+        assert np.array_equal(alpha1, alpha2)
+        assert np.array_equal(beta1, beta2)
+
+
+@pytest.mark.skipif(not (available() and fma_conv.available()), reason="needs numba and the compiled convolution")
+@given(seed=st.integers(0, 2**32 - 1), max_segments=st.sampled_from([2, 64]))
+@settings(max_examples=5)
+def test_fast_kernels_without_the_extension_match_numpy_walk(every_kind, seed, max_segments):
+    # The "fast" set then convolves with numba and the sweep takes the
+    # chunked path for convolutions; both walks must switch together.
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, 8, 8))
+    b = rng.normal(size=(2, 8, 8))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fma_conv, "_fmaconv", None)
+        reference = walk_reference(every_kind, a, b, -0.5, 0.5, "fast", record_outputs=True)
+        swept = walk_layer_major(every_kind, a, b, -0.5, 0.5, max_segments=max_segments, record_outputs=True,
+                                 kernels="fast")
+    assert summary(swept) == summary(reference)
+    for (_, _, alpha1, beta1), (_, _, alpha2, beta2) in zip(swept.outputs, reference.outputs):
         assert np.array_equal(alpha1, alpha2)
         assert np.array_equal(beta1, beta2)
 

@@ -1,0 +1,109 @@
+"""Float64 convolution by fused multiply-add chains, from the package's compiled extension.
+
+Every output is the chain ``acc = fma(w, x, acc)`` from ``acc = +0.0`` over
+the group's input channels, then kernel rows, then kernel columns, each step
+rounded once to nearest even. A fused multiply-add is correctly rounded, so
+the result is defined to the bit by that order alone: the scalar, AVX2 and
+AVX-512 paths of the extension agree bit for bit, and a test rebuilds it with
+exact rational arithmetic. The sum differs from the reference convolution's
+(BLAS order, separate roundings) in the last bits. The rounding-error bounds
+used downstream hold for any summation order, and one fused step rounds no
+more than a product followed by a sum.
+
+The extension ``dalverify.accel._fmaconv`` is built when the package is
+installed with a C compiler present. Without it :func:`available` is False
+and callers use the numba or numpy kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dalverify.errors import InputError
+
+try:
+    from dalverify.accel import _fmaconv
+except ImportError:  # built without a C compiler
+    _fmaconv = None
+
+#: Instruction-set names accepted by :func:`conv2d_fma`, and their codes in the extension.
+ISA_CODES = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
+
+
+def available() -> bool:
+    """Return whether the compiled extension was built and imports."""
+    return _fmaconv is not None
+
+
+def instruction_sets() -> list[str]:
+    """Return the paths this processor can run (``"scalar"`` always), or [] without the extension."""
+    return [] if _fmaconv is None else list(_fmaconv.instruction_sets())
+
+
+#: Rows that receive the constant term: every row, or the even rows only
+#: (the ``alpha`` rows of ``(alpha, beta)`` pairs). With ``"even"`` the odd
+#: rows get ``+ 0.0 * bias``, which is what
+#: :func:`dalverify.graph.reference.apply_linear` adds under a
+#: ``[True, False]`` mask.
+BIAS_ROWS = {"all": 1, "even": 2}
+
+
+def conv2d_fma(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int,
+               isa: str = "auto", bias: np.ndarray | None = None, bias_rows: str = "all") -> np.ndarray:
+    """Compute a 2-D cross-correlation with torch ``conv2d`` semantics by fma chains, plus an optional bias.
+
+    Same arguments and shapes as :func:`dalverify.graph.reference.conv2d`;
+    ``isa`` picks a path (``"auto"``: the fastest this processor runs), which
+    changes the speed, never the result. Stride-1 layers are vectorized;
+    other strides run the scalar chain. ``bias`` (one value per output
+    channel) is added to each finished chain with one rounding, on the rows
+    that ``bias_rows`` names (see :data:`BIAS_ROWS`): the same bits as adding
+    it to the result afterwards.
+
+    Raises
+    ------
+    RuntimeError
+        When the extension is not built (check :func:`available`).
+    InputError
+        For arrays that are not 4-D, channels that do not match ``groups``, a
+        kernel larger than the padded input, a bias of the wrong size, or an
+        ``isa`` that is unknown or that this processor cannot run.
+    """
+    if _fmaconv is None:
+        raise RuntimeError("the compiled convolution is not built; reinstall dalverify with a C compiler "
+                           "(gcc or clang) on the PATH, or use the numba kernels")
+    if isa not in ISA_CODES:
+        raise InputError(f"isa={isa!r} is unknown; use one of {sorted(ISA_CODES)}")
+    if bias_rows not in BIAS_ROWS:
+        raise InputError(f"bias_rows={bias_rows!r} is unknown; use one of {sorted(BIAS_ROWS)}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    if x.ndim != 4 or weight.ndim != 4:
+        raise InputError(f"conv2d_fma needs 4-D input and weight, got shapes {x.shape} and {weight.shape}")
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    batch, channels, height, width = x.shape
+    out_channels, group_channels, kh, kw = weight.shape
+    if channels != groups * group_channels or out_channels % groups:
+        raise InputError(f"input channels {channels} and weight shape {weight.shape} do not match groups={groups}")
+    out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise InputError(f"the kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the padded input of "
+                         f"{height + 2 * ph}x{width + 2 * pw}")
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
+        if bias.size != out_channels:
+            raise InputError(f"bias has {bias.size} values; the weight has {out_channels} output channels")
+    out = np.empty((batch, out_channels, out_h, out_w))
+    if batch == 0:
+        return out
+    dims = (batch, channels, height, width, out_channels, group_channels, kh, kw, groups, sh, sw, ph, pw, dh, dw,
+            out_h, out_w)
+    try:
+        _fmaconv.conv2d(x, weight, out, dims, ISA_CODES[isa], bias, BIAS_ROWS[bias_rows] if bias is not None else 0)
+    except ValueError as error:
+        raise InputError(f"conv2d_fma: {error} (isa={isa!r}, available: {instruction_sets()})") from None
+    return out
+
+
+__all__ = ["BIAS_ROWS", "ISA_CODES", "available", "conv2d_fma", "instruction_sets"]
