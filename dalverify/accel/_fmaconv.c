@@ -234,19 +234,42 @@ static int best_isa(void)
 }
 
 
-/* Copy one batch element's channels into zero-padded planes of Hp x Wp. */
-static void pad_input(const dims_t *d, const double *x, double *padded, Py_ssize_t hp, Py_ssize_t wp)
+/*
+ * One block of input channels. The input of the convolution is the
+ * concatenation of its parts along the channels, in order; batch element b
+ * of the convolution reads row index[b] of the part (row b without index).
+ */
+typedef struct {
+    const double *buf;
+    Py_ssize_t channels;
+    Py_ssize_t rows;
+    const long long *index;
+} part_t;
+
+
+/* Copy one batch element's channels, part by part, into zero-padded planes of Hp x Wp. */
+static void pad_input(const dims_t *d, const part_t *parts, Py_ssize_t nparts, Py_ssize_t b, double *padded,
+                      Py_ssize_t hp, Py_ssize_t wp)
 {
     memset(padded, 0, sizeof(double) * d->channels * hp * wp);
-    for (Py_ssize_t c = 0; c < d->channels; c++)
-        for (Py_ssize_t y = 0; y < d->height; y++)
-            memcpy(padded + (c * hp + y + d->ph) * wp + d->pw, x + (c * d->height + y) * d->width,
-                   sizeof(double) * d->width);
+    Py_ssize_t plane = d->height * d->width;
+    Py_ssize_t first = 0;
+    for (Py_ssize_t k = 0; k < nparts; k++) {
+        const part_t *part = parts + k;
+        Py_ssize_t row = part->index == NULL ? b : (Py_ssize_t)part->index[b];
+        const double *x = part->buf + row * part->channels * plane;
+        for (Py_ssize_t c = 0; c < part->channels; c++)
+            for (Py_ssize_t y = 0; y < d->height; y++)
+                memcpy(padded + ((first + c) * hp + y + d->ph) * wp + d->pw, x + (c * d->height + y) * d->width,
+                       sizeof(double) * d->width);
+        first += part->channels;
+    }
 }
 
 
 /* Returns 0, or -1 when memory ran out. Runs without the GIL. */
-static int run_conv(const dims_t *d, const double *x, const double *weight, double *out, int isa)
+static int run_conv(const dims_t *d, const part_t *parts, Py_ssize_t nparts, const double *weight, double *out,
+                    int isa)
 {
     Py_ssize_t hp = d->height + 2 * d->ph, wp = d->width + 2 * d->pw;
     Py_ssize_t taps = d->kh * d->kw;
@@ -286,7 +309,7 @@ static int run_conv(const dims_t *d, const double *x, const double *weight, doub
     }
 
     for (Py_ssize_t b = 0; b < d->batch; b++) {
-        pad_input(d, x + b * d->channels * d->height * d->width, padded, hp, wp);
+        pad_input(d, parts, nparts, b, padded, hp, wp);
         if (!flat_ok) {
             conv_scalar(d, padded, hp, wp, weight, out, b);
             continue;
@@ -333,64 +356,162 @@ done:
 }
 
 
+/* Check the dimensions and buffer sizes shared by both entry points; NULL when they are consistent. */
+static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t out_len, const Py_buffer *bias)
+{
+    if (d->batch < 0 || d->channels < 1 || d->height < 1 || d->width < 1 || d->out_channels < 1 ||
+        d->group_channels < 1 || d->kh < 1 || d->kw < 1 || d->groups < 1 || d->sh < 1 || d->sw < 1 || d->ph < 0 ||
+        d->pw < 0 || d->dh < 1 || d->dw < 1 || d->out_h < 1 || d->out_w < 1)
+        return "a dimension is out of range";
+    if (d->channels != d->groups * d->group_channels || d->out_channels % d->groups != 0)
+        return "channels do not match groups";
+    if ((d->out_h - 1) * d->sh + (d->kh - 1) * d->dh >= d->height + 2 * d->ph ||
+        (d->out_w - 1) * d->sw + (d->kw - 1) * d->dw >= d->width + 2 * d->pw)
+        return "the output size reads past the padded input";
+    if (weight_len != (Py_ssize_t)sizeof(double) * d->out_channels * d->group_channels * d->kh * d->kw)
+        return "the weight buffer size does not match its dimensions";
+    if (out_len != (Py_ssize_t)sizeof(double) * d->batch * d->out_channels * d->out_h * d->out_w)
+        return "the output buffer size does not match its dimensions";
+    if (d->bias != NULL && bias->len != (Py_ssize_t)sizeof(double) * d->out_channels)
+        return "the bias buffer size does not match the output channels";
+    if (d->bias_mode != BIAS_NONE && d->bias_mode != BIAS_ALL && d->bias_mode != BIAS_EVEN)
+        return "the bias mode is not 0, 1 or 2";
+    return NULL;
+}
+
+
+/* Check one part against the dimensions: whole rows, and every row index inside them. */
+static const char *check_part(const dims_t *d, const Py_buffer *buf, const Py_buffer *index, part_t *part)
+{
+    Py_ssize_t row_bytes = (Py_ssize_t)sizeof(double) * part->channels * d->height * d->width;
+    if (part->channels < 1 || buf->len % row_bytes != 0)
+        return "an input buffer size is not a whole number of rows of its channels";
+    part->buf = (const double *)buf->buf;
+    part->rows = buf->len / row_bytes;
+    part->index = NULL;
+    if (index->buf == NULL) {
+        if (part->rows != d->batch)
+            return "the input buffer size does not match its dimensions";
+        return NULL;
+    }
+    if (index->len != (Py_ssize_t)sizeof(long long) * d->batch)
+        return "a row index does not hold one int64 per batch element";
+    part->index = (const long long *)index->buf;
+    for (Py_ssize_t b = 0; b < d->batch; b++)
+        if (part->index[b] < 0 || part->index[b] >= part->rows)
+            return "a row index points outside its input";
+    return NULL;
+}
+
+
+/* Run the checked convolution without the GIL; set the Python error and return NULL on failure. */
+static PyObject *finish(const char *problem, const dims_t *d, const part_t *parts, Py_ssize_t nparts,
+                        const double *weight, double *out, int isa)
+{
+    if (problem == NULL && !isa_supported(isa))
+        problem = "the requested instruction set is not available on this processor";
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = run_conv(d, parts, nparts, weight, out, isa);
+    Py_END_ALLOW_THREADS
+    if (status != 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+
 static PyObject *py_conv2d(PyObject *self, PyObject *args)
 {
-    Py_buffer xb, wb, ob, bb;
+    Py_buffer xb, wb, ob, bb = {0};
     dims_t d;
     int isa;
     (void)self;
-    bb.buf = NULL;
-    bb.obj = NULL;
-    bb.len = 0;
     if (!PyArg_ParseTuple(args, "y*y*w*(nnnnnnnnnnnnnnnnn)iz*i", &xb, &wb, &ob, &d.batch, &d.channels, &d.height,
                           &d.width, &d.out_channels, &d.group_channels, &d.kh, &d.kw, &d.groups, &d.sh, &d.sw,
                           &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode))
         return NULL;
     d.bias = (const double *)bb.buf;
-
-    const char *problem = NULL;
-    if (d.batch < 0 || d.channels < 1 || d.height < 1 || d.width < 1 || d.out_channels < 1 || d.group_channels < 1 ||
-        d.kh < 1 || d.kw < 1 || d.groups < 1 || d.sh < 1 || d.sw < 1 || d.ph < 0 || d.pw < 0 || d.dh < 1 ||
-        d.dw < 1 || d.out_h < 1 || d.out_w < 1)
-        problem = "a dimension is out of range";
-    else if (d.channels != d.groups * d.group_channels || d.out_channels % d.groups != 0)
-        problem = "channels do not match groups";
-    else if ((d.out_h - 1) * d.sh + (d.kh - 1) * d.dh >= d.height + 2 * d.ph ||
-             (d.out_w - 1) * d.sw + (d.kw - 1) * d.dw >= d.width + 2 * d.pw)
-        problem = "the output size reads past the padded input";
-    else if (xb.len != (Py_ssize_t)sizeof(double) * d.batch * d.channels * d.height * d.width)
-        problem = "the input buffer size does not match its dimensions";
-    else if (wb.len != (Py_ssize_t)sizeof(double) * d.out_channels * d.group_channels * d.kh * d.kw)
-        problem = "the weight buffer size does not match its dimensions";
-    else if (ob.len != (Py_ssize_t)sizeof(double) * d.batch * d.out_channels * d.out_h * d.out_w)
-        problem = "the output buffer size does not match its dimensions";
-    else if (d.bias != NULL && bb.len != (Py_ssize_t)sizeof(double) * d.out_channels)
-        problem = "the bias buffer size does not match the output channels";
-    else if (d.bias_mode != BIAS_NONE && d.bias_mode != BIAS_ALL && d.bias_mode != BIAS_EVEN)
-        problem = "the bias mode is not 0, 1 or 2";
     if (isa == ISA_AUTO)
         isa = best_isa();
-    if (problem == NULL && !isa_supported(isa))
-        problem = "the requested instruction set is not available on this processor";
 
-    int status = 0;
-    if (problem == NULL) {
-        Py_BEGIN_ALLOW_THREADS
-        status = run_conv(&d, (const double *)xb.buf, (const double *)wb.buf, (double *)ob.buf, isa);
-        Py_END_ALLOW_THREADS
-    }
+    part_t part = {(const double *)xb.buf, d.channels, d.batch, NULL};
+    const char *problem = check_dims(&d, wb.len, ob.len, &bb);
+    if (problem == NULL && xb.len != (Py_ssize_t)sizeof(double) * d.batch * d.channels * d.height * d.width)
+        problem = "the input buffer size does not match its dimensions";
+    PyObject *result = finish(problem, &d, &part, 1, (const double *)wb.buf, (double *)ob.buf, isa);
     PyBuffer_Release(&xb);
     PyBuffer_Release(&wb);
     PyBuffer_Release(&ob);
     if (bb.obj != NULL)
         PyBuffer_Release(&bb);
-    if (problem != NULL) {
-        PyErr_SetString(PyExc_ValueError, problem);
+    return result;
+}
+
+
+static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
+{
+    PyObject *sequence;
+    Py_buffer wb, ob, bb = {0};
+    dims_t d;
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oy*w*(nnnnnnnnnnnnnnnnn)iz*i", &sequence, &wb, &ob, &d.batch, &d.channels,
+                          &d.height, &d.width, &d.out_channels, &d.group_channels, &d.kh, &d.kw, &d.groups, &d.sh,
+                          &d.sw, &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode))
         return NULL;
+    d.bias = (const double *)bb.buf;
+    if (isa == ISA_AUTO)
+        isa = best_isa();
+
+    PyObject *items = PySequence_Fast(sequence, "parts must be a sequence of (buffer, channels, index) tuples");
+    Py_ssize_t nparts = items == NULL ? 0 : PySequence_Fast_GET_SIZE(items);
+    part_t *parts = nparts > 0 ? calloc((size_t)nparts, sizeof(part_t)) : NULL;
+    Py_buffer *buffers = nparts > 0 ? calloc((size_t)(2 * nparts), sizeof(Py_buffer)) : NULL;
+    Py_ssize_t parsed = 0;
+    PyObject *result = NULL;
+    const char *problem = NULL;
+    if (items == NULL)
+        goto done;
+    if (nparts == 0) {
+        problem = "parts is empty";
+    } else if (parts == NULL || buffers == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    if (status != 0)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    for (; problem == NULL && parsed < nparts; parsed++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, parsed);
+        if (!PyArg_ParseTuple(item, "y*nz*", &buffers[2 * parsed], &parts[parsed].channels, &buffers[2 * parsed + 1]))
+            goto done;
+    }
+    if (problem == NULL) {
+        Py_ssize_t channels = 0;
+        for (Py_ssize_t k = 0; k < nparts; k++)
+            channels += parts[k].channels;
+        problem = channels != d.channels ? "the parts' channels do not add up to the input channels"
+                                         : check_dims(&d, wb.len, ob.len, &bb);
+        for (Py_ssize_t k = 0; problem == NULL && k < nparts; k++)
+            problem = check_part(&d, &buffers[2 * k], &buffers[2 * k + 1], &parts[k]);
+    }
+    result = finish(problem, &d, parts, nparts, (const double *)wb.buf, (double *)ob.buf, isa);
+
+done:
+    for (Py_ssize_t k = 0; k < parsed; k++) {
+        PyBuffer_Release(&buffers[2 * k]);
+        if (buffers[2 * k + 1].obj != NULL)
+            PyBuffer_Release(&buffers[2 * k + 1]);
+    }
+    free(parts);
+    free(buffers);
+    Py_XDECREF(items);
+    PyBuffer_Release(&wb);
+    PyBuffer_Release(&ob);
+    if (bb.obj != NULL)
+        PyBuffer_Release(&bb);
+    return result;
 }
 
 
@@ -423,6 +544,10 @@ static PyMethodDef methods[] = {
      "dims = (batch, C, H, W, O, C/groups, kh, kw, groups, sh, sw, ph, pw, dh, dw, out_h, out_w);\n"
      "isa: 0 best available, 1 scalar, 2 AVX2, 3 AVX-512; bias: None or O float64 values added\n"
      "after the chain (bias_mode 1: every row; 2: even rows, odd rows get + 0.0 * bias)."},
+    {"conv2d_parts", py_conv2d_parts, METH_VARARGS,
+     "conv2d_parts(parts, weight, out, dims, isa, bias, bias_mode): as conv2d, with the input given as its\n"
+     "channel blocks: parts is a sequence of (buffer, channels, index), where index is None or one int64\n"
+     "per batch element naming the row of that buffer to read."},
     {"instruction_sets", py_instruction_sets, METH_NOARGS,
      "instruction_sets(): names of the paths this processor can run, slowest first."},
     {NULL, NULL, 0, NULL},

@@ -69,6 +69,25 @@ def conv2d_fma(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gro
         kernel larger than the padded input, a bias of the wrong size, or an
         ``isa`` that is unknown or that this processor cannot run.
     """
+    x = np.asarray(x)
+    if x.ndim != 4 or np.ndim(weight) != 4:
+        raise InputError(f"conv2d_fma needs 4-D input and weight, got shapes {x.shape} and {np.shape(weight)}")
+    return conv2d_fma_parts([(x, None)], weight, stride, padding, dilation, groups, isa=isa, bias=bias,
+                            bias_rows=bias_rows)
+
+
+def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, groups: int, isa: str = "auto",
+                     bias: np.ndarray | None = None, bias_rows: str = "all") -> np.ndarray:
+    """Convolve the channel concatenation of ``parts`` without building it: :func:`conv2d_fma` bit for bit.
+
+    ``parts`` is a list of ``(array, index)``: ``array`` is ``(rows, C_k, H,
+    W)`` float64 and ``index`` is None (batch element ``b`` reads row ``b``)
+    or an integer array naming, per batch element, the row to read. The
+    input of the convolution is then
+    ``concatenate([array[index] for array, index in parts], axis=1)``; the
+    kernel copies each row straight into its padded buffer, so the
+    concatenation and the gathers cost no extra pass over memory.
+    """
     if _fmaconv is None:
         raise RuntimeError("the compiled convolution is not built; reinstall dalverify with a C compiler "
                            "(gcc or clang) on the PATH, or use the numba kernels")
@@ -76,12 +95,24 @@ def conv2d_fma(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gro
         raise InputError(f"isa={isa!r} is unknown; use one of {sorted(ISA_CODES)}")
     if bias_rows not in BIAS_ROWS:
         raise InputError(f"bias_rows={bias_rows!r} is unknown; use one of {sorted(BIAS_ROWS)}")
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    if not parts:
+        raise InputError("parts is empty; give at least one (array, index) pair")
     weight = np.ascontiguousarray(weight, dtype=np.float64)
-    if x.ndim != 4 or weight.ndim != 4:
-        raise InputError(f"conv2d_fma needs 4-D input and weight, got shapes {x.shape} and {weight.shape}")
+    if weight.ndim != 4:
+        raise InputError(f"the weight must be 4-D (out, in / groups, kh, kw), got shape {weight.shape}")
+    arrays = [np.ascontiguousarray(array, dtype=np.float64) for array, _ in parts]
+    indices = [None if index is None else np.ascontiguousarray(index, dtype=np.int64) for _, index in parts]
+    first, first_index = arrays[0], indices[0]
+    batch = first.shape[0] if first_index is None else first_index.size
+    height, width = first.shape[2:]
+    for array, index in zip(arrays, indices):
+        if array.ndim != 4 or array.shape[2:] != (height, width):
+            raise InputError(f"every part must be (rows, C, {height}, {width}); got {array.shape}")
+        if (array.shape[0] if index is None else index.size) != batch:
+            raise InputError(f"every part must give {batch} batch elements; one gives "
+                             f"{array.shape[0] if index is None else index.size}")
+    channels = sum(array.shape[1] for array in arrays)
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    batch, channels, height, width = x.shape
     out_channels, group_channels, kh, kw = weight.shape
     if channels != groups * group_channels or out_channels % groups:
         raise InputError(f"input channels {channels} and weight shape {weight.shape} do not match groups={groups}")
@@ -99,11 +130,13 @@ def conv2d_fma(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gro
         return out
     dims = (batch, channels, height, width, out_channels, group_channels, kh, kw, groups, sh, sw, ph, pw, dh, dw,
             out_h, out_w)
+    described = [(array, array.shape[1], index) for array, index in zip(arrays, indices)]
     try:
-        _fmaconv.conv2d(x, weight, out, dims, ISA_CODES[isa], bias, BIAS_ROWS[bias_rows] if bias is not None else 0)
+        _fmaconv.conv2d_parts(described, weight, out, dims, ISA_CODES[isa], bias,
+                              BIAS_ROWS[bias_rows] if bias is not None else 0)
     except ValueError as error:
-        raise InputError(f"conv2d_fma: {error} (isa={isa!r}, available: {instruction_sets()})") from None
+        raise InputError(f"conv2d_fma_parts: {error} (isa={isa!r}, available: {instruction_sets()})") from None
     return out
 
 
-__all__ = ["BIAS_ROWS", "ISA_CODES", "available", "conv2d_fma", "instruction_sets"]
+__all__ = ["BIAS_ROWS", "ISA_CODES", "available", "conv2d_fma", "conv2d_fma_parts", "instruction_sets"]

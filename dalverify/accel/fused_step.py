@@ -240,7 +240,35 @@ def _compiled():
                     for t in range(width):
                         target[offset + t] = row[t]
 
-        _KERNELS = (scan, apply, pool_scan, pool_apply, gather)
+        @numba.njit(cache=True, nogil=True)
+        def col2im(taps, out, sh, sw, ph, pw, dh, dw, bias, bias_mode):  # pragma: no cover - compiled
+            batch, channels, kh, kw, height, width = taps.shape
+            out_h, out_w = out.shape[2], out.shape[3]
+            for b in range(batch):
+                for o in range(channels):
+                    plane = out[b, o]
+                    plane[:, :] = 0.0
+                    # Taps in (i, j) order, each added once, as the reference's slice additions.
+                    for i in range(kh):
+                        for j in range(kw):
+                            for y in range(height):
+                                row = y * sh + i * dh - ph
+                                if row < 0 or row >= out_h:
+                                    continue
+                                source = taps[b, o, i, j, y]
+                                target = plane[row]
+                                # Columns x * sw + j * dw - pw inside [0, out_w), without a branch per x.
+                                first = max(0, (pw - j * dw + sw - 1) // sw)
+                                last = min(width, (out_w - 1 + pw - j * dw) // sw + 1)
+                                for x in range(first, last):
+                                    target[x * sw + j * dw - pw] += source[x]
+                    if bias_mode != 0:
+                        shift = bias[o] if bias_mode == 1 or b % 2 == 0 else 0.0 * bias[o]
+                        for row in range(out_h):
+                            for col in range(out_w):
+                                plane[row, col] = plane[row, col] + shift
+
+        _KERNELS = (scan, apply, pool_scan, pool_apply, gather, col2im)
     return _KERNELS
 
 
@@ -304,4 +332,36 @@ def gather_into(out: np.ndarray, value: np.ndarray, index: np.ndarray, offset: i
     _compiled()[4](out, value, index, offset)
 
 
-__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "gather_into", "scan_pool_stage", "scan_roots"]
+def conv_transpose2d_fused(x: np.ndarray, weight: np.ndarray, stride, padding, output_padding, dilation,
+                           bias: np.ndarray | None = None, bias_rows: str = "all",
+                           out: np.ndarray | None = None) -> np.ndarray:
+    """Compute :func:`dalverify.graph.reference.conv_transpose2d`, plus an optional bias, bit for bit.
+
+    The per-tap products are the reference's matrix product; the compiled
+    loop then adds the taps into a zeroed output in the reference's
+    ``(i, j)`` order, skipping the positions that the padding crops, and adds
+    ``bias`` as :func:`dalverify.graph.reference.apply_linear` does: on every
+    row, or with ``bias_rows="even"`` on even rows with ``+ 0.0 * bias`` on
+    odd ones. That replaces the strided slice additions, a full-size
+    temporary and the cropping copy. ``out``, when given, is a C-contiguous
+    float64 array of the output shape that receives the result.
+    """
+    batch, channels, height, width = x.shape
+    _, out_channels, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
+    taps = np.matmul(weight.reshape(channels, out_channels * kh * kw).T, x.reshape(batch, channels, height * width))
+    taps = taps.reshape(batch, out_channels, kh, kw, height, width)
+    out_h = (height - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+    out_w = (width - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    if out is None:
+        out = np.empty((batch, out_channels, out_h, out_w))
+    elif out.shape != (batch, out_channels, out_h, out_w) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float64 array of shape {(batch, out_channels, out_h, out_w)}")
+    mode = 0 if bias is None else (1 if bias_rows == "all" else 2)
+    shift = np.zeros(out_channels) if bias is None else np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
+    _compiled()[5](taps, out, sh, sw, ph, pw, dh, dw, shift, mode)
+    return out
+
+
+__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "conv_transpose2d_fused", "gather_into",
+           "scan_pool_stage", "scan_roots"]

@@ -44,7 +44,8 @@ import numpy as np
 from dalverify.accel.direct_conv import available as numba_available
 from dalverify.accel import fma_conv
 from dalverify.accel.direct_conv import conv2d_fast, conv_for, default_kernels
-from dalverify.accel.fused_step import apply_pointwise, apply_pool_stage, gather_into, scan_pool_stage, scan_roots
+from dalverify.accel.fused_step import (apply_pointwise, apply_pool_stage, conv_transpose2d_fused, gather_into,
+                                        scan_pool_stage, scan_roots)
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
@@ -215,7 +216,7 @@ class _Sweep:
             hasher.update(row.tobytes())
 
 
-def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
+def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool) -> np.ndarray:
     """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers).
 
     Element-wise kinds, and convolutions by the compiled fma kernel, take all
@@ -229,6 +230,24 @@ def _apply(node: Node, inputs: list[np.ndarray], conv) -> np.ndarray:
         out = fma_conv.conv2d_fma(rows[0], node.params["weight"], attrs["stride"], attrs["padding"],
                                   attrs["dilation"], attrs["groups"], bias=node.params.get("bias"), bias_rows="even")
         return out.reshape((n, 2) + out.shape[1:])
+    if node.kind == "conv_transpose2d" and fused:
+        # In chunks of ROW_CHUNK rows, so that the per-tap products stay in
+        # the cache between the product and the scatter.
+        attrs = node.attrs
+        out = np.empty((2 * n,) + tuple(node.shape))
+        for start in range(0, 2 * n, ROW_CHUNK):
+            conv_transpose2d_fused(rows[0][start : start + ROW_CHUNK], node.params["weight"], attrs["stride"],
+                                   attrs["padding"], attrs["output_padding"], attrs["dilation"],
+                                   bias=node.params.get("bias"), bias_rows="even", out=out[start : start + ROW_CHUNK])
+        return out.reshape((n, 2) + out.shape[1:])
+    if node.kind == "add_const":
+        # x + const on alpha rows and x + 0.0 * const on beta rows: the values
+        # of the reference's masked addition, without its full-size temporary.
+        const = node.params["const"]
+        out = np.empty((n, 2) + tuple(node.shape))
+        np.add(inputs[0][:, 0], const, out=out[:, 0])
+        np.add(inputs[0][:, 1], 0.0 * const, out=out[:, 1])
+        return out
     if node.kind in _ELEMENTWISE:
         out = apply_linear(node, rows, bias_mask=np.tile(np.array([True, False]), n), conv=conv)
         return out.reshape((n, 2) + out.shape[1:])
@@ -269,6 +288,59 @@ def _concat(sweep: _Sweep, node: Node, generation: int, fused: bool) -> np.ndarr
             out[(slice(None),) * axis + (slice(offset, offset + width),)] = sweep.get(source, generation)
         offset += width
     return out
+
+
+class _Parts:
+    """Stand-in value of a concatenation that its only consumer, a convolution, reads part by part."""
+
+    __slots__ = ("sources",)
+
+    def __init__(self, sources: tuple[int, ...]) -> None:
+        self.sources = sources
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (0,)
+
+
+def deferred_concats(graph: Graph) -> dict[int, int]:
+    """Return ``{concat id: conv id}`` for channel concatenations read by one convolution only.
+
+    The sweep leaves such a concatenation unbuilt and lets the compiled
+    convolution (:func:`dalverify.accel.fma_conv.conv2d_fma_parts`) read its
+    inputs directly: the same input values, so the same bits.
+    """
+    readers: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        for source in node.inputs:
+            readers.setdefault(source, []).append(node)
+    deferred = {}
+    for node in graph.nodes:
+        if node.kind != "concat" or node.attrs["axis"] != 0 or len(node.shape) != 3:
+            continue
+        consumers = readers.get(node.id, [])
+        if len(consumers) == 1 and consumers[0].kind == "conv2d" and tuple(consumers[0].inputs) == (node.id,):
+            deferred[node.id] = consumers[0].id
+    return deferred
+
+
+def _conv_parts(sweep: _Sweep, node: Node, parts: _Parts, generation: int) -> np.ndarray:
+    """Apply a convolution to a deferred concatenation, gathering each input's rows inside the kernel."""
+    n = sweep.count(generation)
+    inputs = []
+    for source in parts.sources:
+        value, value_generation = sweep.values[source]
+        rows = value.reshape((-1,) + value.shape[2:])
+        index = None
+        if value_generation != generation:
+            segments = sweep.index(value_generation, generation)
+            index = (2 * segments[:, None] + np.arange(2)).reshape(-1)
+        inputs.append((rows, index))
+    attrs = node.attrs
+    out = fma_conv.conv2d_fma_parts(inputs, node.params["weight"], attrs["stride"], attrs["padding"],
+                                    attrs["dilation"], attrs["groups"], bias=node.params.get("bias"),
+                                    bias_rows="even")
+    return out.reshape((n, 2) + out.shape[1:])
 
 
 def _roots(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -400,7 +472,8 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
 
 
 def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
-           conv, fused: bool, timings: dict[str, list[float]] | None = None) -> _Sweep:
+           conv, fused: bool, timings: dict[str, list[float]] | None = None,
+           deferred: dict[int, int] | None = None) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
     for node in graph.nodes[1:]:
@@ -416,10 +489,14 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
             # A linear node depends only on its inputs: it is computed once
             # per segment of the newest generation among them.
             generation = max(sweep.values[i][1] for i in node.inputs)
-            if node.kind == "concat":
+            if deferred and node.id in deferred:
+                out = _Parts(node.inputs)
+            elif node.kind == "conv2d" and isinstance(sweep.values[node.inputs[0]][0], _Parts):
+                out = _conv_parts(sweep, node, sweep.values[node.inputs[0]][0], generation)
+            elif node.kind == "concat":
                 out = _concat(sweep, node, generation, fused)
             else:
-                out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv)
+                out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv, fused)
             sweep.values[node.id] = (out, generation)
         for source in set(node.inputs):
             if last[source] == node.id:
@@ -482,9 +559,14 @@ def walk_layer_major(
     # The compiled element-wise steps give the numpy steps' bits, so they
     # belong to the "fast" set only to keep "reference" free of numba.
     fused = kernels == "fast" and numba_available()
+    deferred = deferred_concats(graph) if conv is conv2d_fast and fma_conv.available() else {}
     a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
     b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
     last = last_uses(graph)
+    for concat_id, conv_id in deferred.items():
+        # The inputs of a deferred concatenation are read by its convolution.
+        for source in graph.nodes[concat_id].inputs:
+            last[source] = max(last[source], conv_id)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -502,7 +584,7 @@ def walk_layer_major(
     try:
         with single_blas_thread():
             while True:
-                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings)
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings, deferred)
                 sweeps += 1
                 out = sweep.get(graph.output)
                 ends = sweep.ends

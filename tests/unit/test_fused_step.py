@@ -16,7 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dalverify.accel.direct_conv import available
+from dalverify.accel.fused_step import conv_transpose2d_fused
 from dalverify.graph.ir import Node
+from dalverify.graph.reference import _with_bias, conv_transpose2d
 from dalverify.line.layer_major import _max_pool, _max_pool_fused, _pointwise, _pointwise_fused, _Sweep
 
 pytestmark = pytest.mark.skipif(not available(), reason="the compiled step needs numba")
@@ -141,3 +143,41 @@ def test_sweep_index_of_an_older_target():
     assert sweep.index(1, 2).tolist() == [0, 1, 1, 1]
     assert sweep.index(0, 2).tolist() == [0, 0, 0, 0]
     assert sweep.index(1).tolist() == [0, 1, 1, 1]
+
+
+@st.composite
+def transpose_cases(draw):
+    channels, out_channels = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    height, width = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    # Padding may crop up to the whole kernel reach; output padding must stay below stride or dilation.
+    padding = (draw(st.integers(0, dilation[0] * (kernel[0] - 1))), draw(st.integers(0, dilation[1] * (kernel[1] - 1))))
+    output_padding = (draw(st.integers(0, max(stride[0], dilation[0]) - 1)),
+                      draw(st.integers(0, max(stride[1], dilation[1]) - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.normal(size=(draw(st.integers(1, 4)), channels, height, width))
+    x[rng.random(x.shape) < 0.2] = -0.0
+    weight = rng.normal(size=(channels, out_channels) + kernel)
+    bias = rng.normal(size=out_channels) if draw(st.booleans()) else None
+    return x, weight, stride, padding, output_padding, dilation, bias, draw(st.sampled_from(["all", "even"]))
+
+
+@given(transpose_cases())
+def test_fused_transposed_convolution_gives_the_reference_bits(case):
+    # Overlapping taps (kernel wider than stride), cropping paddings, signed
+    # zeros and both bias modes: the compiled scatter must add exactly as the
+    # reference's slice additions and masked bias do.
+    x, weight, stride, padding, output_padding, dilation, bias, bias_rows = case
+    out_h = (x.shape[2] - 1) * stride[0] - 2 * padding[0] + dilation[0] * (weight.shape[2] - 1) + output_padding[0] + 1
+    out_w = (x.shape[3] - 1) * stride[1] - 2 * padding[1] + dilation[1] * (weight.shape[3] - 1) + output_padding[1] + 1
+    if out_h < 1 or out_w < 1:
+        return
+    want = conv_transpose2d(x, weight, stride, padding, output_padding, dilation)
+    if bias is not None:
+        mask = np.arange(x.shape[0]) % 2 == 0 if bias_rows == "even" else None
+        want = _with_bias(want, bias.reshape(-1, 1, 1), mask)
+    got = conv_transpose2d_fused(x, weight, stride, padding, output_padding, dilation, bias=bias, bias_rows=bias_rows)
+    assert got.shape == want.shape
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
