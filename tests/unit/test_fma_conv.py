@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dalverify.accel import fma_conv
-from dalverify.accel.fma_conv import conv2d_fma, instruction_sets
+from dalverify.accel.fma_conv import conv2d_fma, conv2d_fma_parts, instruction_sets
 from dalverify.errors import InputError
 from dalverify.tolerances import EVALUATOR_ATOL_SCALE, EVALUATOR_RTOL
 
@@ -199,3 +199,50 @@ def test_missing_extension_names_the_fix(monkeypatch):
     assert instruction_sets() == []
     with pytest.raises(RuntimeError, match="C compiler"):
         conv2d_fma(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), (1, 1), (1, 1), (1, 1), 1)
+
+
+@st.composite
+def part_cases(draw):
+    height, width = draw(st.integers(1, 7)), draw(st.integers(1, 9))
+    batch = draw(st.integers(0, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        rows = draw(st.integers(1, 6))
+        array = rng.normal(size=(rows, draw(st.integers(1, 3)), height, width))
+        index = rng.integers(0, rows, size=batch) if draw(st.booleans()) or rows != batch else None
+        parts.append((array, index))
+    channels = sum(array.shape[1] for array, _ in parts)
+    weight = rng.normal(size=(draw(st.integers(1, 6)), channels, 3, 3))
+    return parts, weight
+
+
+@needs_extension
+@given(part_cases())
+@settings(max_examples=60, deadline=None)
+def test_parts_equal_the_built_concatenation(case):
+    parts, weight = case
+    built = np.concatenate([array if index is None else array[index] for array, index in parts], axis=1)
+    bias = np.linspace(-1.0, 1.0, weight.shape[0])
+    want = conv2d_fma(built, weight, (1, 1), (1, 1), (1, 1), 1, bias=bias, bias_rows="even")
+    got = conv2d_fma_parts(parts, weight, (1, 1), (1, 1), (1, 1), 1, bias=bias, bias_rows="even")
+    assert got.shape == want.shape
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@needs_extension
+def test_bad_parts_are_refused_with_the_value():
+    a = np.zeros((3, 2, 4, 4))
+    weight = np.zeros((1, 3, 3, 3))
+    with pytest.raises(InputError, match="parts is empty"):
+        conv2d_fma_parts([], weight, (1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(InputError, match=r"\(rows, C, 4, 4\)"):
+        conv2d_fma_parts([(a, None), (np.zeros((3, 1, 5, 4)), None)], weight, (1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(InputError, match="give 3 batch elements"):
+        conv2d_fma_parts([(a, None), (np.zeros((2, 1, 4, 4)), None)], weight, (1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(InputError, match="input channels 4"):
+        conv2d_fma_parts([(a, None), (a, None)], weight, (1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(InputError, match="row index points outside"):
+        conv2d_fma_parts([(a, np.array([0, 3, 1])), (a[:, :1], None)], weight, (1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(InputError, match="row index points outside"):
+        conv2d_fma_parts([(a, np.array([0, -1, 1])), (a[:, :1], None)], weight, (1, 1), (1, 1), (1, 1), 1)

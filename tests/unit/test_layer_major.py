@@ -25,7 +25,7 @@ from dalverify.accel.direct_conv import available
 from dalverify.errors import InputError
 from dalverify.export import export
 from dalverify.line import walk_line
-from dalverify.line.layer_major import default_max_segments, walk_layer_major
+from dalverify.line.layer_major import default_max_segments, deferred_concats, walk_layer_major
 from dalverify.line.numpy_backend import NumpyLineBackend
 from dalverify.methods.covariance import Isotropic
 from dalverify.methods.dal_test import DALTest, RegionCuts
@@ -208,3 +208,19 @@ def test_timings_count_segments_per_kind(small_unet):
     count_last = sum(1 for node in small_unet.nodes[1:] if node.kind == last_kind)
     assert timings[last_kind][1] >= plain.network_pieces
     assert timings[last_kind][1] <= count_last * plain.network_pieces
+
+
+def test_decoder_concatenations_are_deferred(small_unet):
+    # Each decoder concatenation of the U-Net feeds one convolution only.
+    deferred = deferred_concats(small_unet)
+    concats = [node.id for node in small_unet.nodes if node.kind == "concat"]
+    assert sorted(deferred) == concats
+    for concat_id, conv_id in deferred.items():
+        assert small_unet.nodes[conv_id].kind == "conv2d"
+        assert list(small_unet.nodes[conv_id].inputs) == [concat_id]
+
+
+def test_concatenation_read_by_other_kinds_is_built(every_kind):
+    # EveryKind's concatenation is read by abs, leaky ReLU and a scaling, not by a convolution.
+    assert any(node.kind == "concat" for node in every_kind.nodes)
+    assert deferred_concats(every_kind) == {}
