@@ -20,9 +20,11 @@
  * output keeps) and then copies the kept columns out.
  *
  * A constant term, when given, is added to the finished chain (one more
- * rounding), as the reference adds it to a finished convolution.
+ * rounding), as the reference adds it to a finished convolution; an addend
+ * map (a constant node that follows the convolution) is added after it, with
+ * one more rounding.
  *
- * The module exposes conv2d(x, weight, out, dims, isa, bias, bias_mode) on buffers; the Python
+ * The module exposes conv2d and conv2d_parts on buffers; the Python
  * wrapper dalverify.accel.fma_conv checks shapes and dtypes.
  */
 
@@ -52,8 +54,9 @@ typedef struct {
     Py_ssize_t batch, channels, height, width;
     Py_ssize_t out_channels, group_channels, kh, kw, groups;
     Py_ssize_t sh, sw, ph, pw, dh, dw, out_h, out_w;
-    const double *bias;  /* out_channels values, or NULL */
-    int bias_mode;       /* BIAS_ALL, or BIAS_EVEN: odd rows get + 0.0 * bias */
+    const double *bias;    /* out_channels values, or NULL */
+    const double *addend;  /* out_channels * out_h * out_w values added after the bias, or NULL */
+    int bias_mode;         /* BIAS_ALL, or BIAS_EVEN: odd rows get + 0.0 * bias and + 0.0 * addend */
 } dims_t;
 
 
@@ -65,6 +68,38 @@ static inline double row_bias(const dims_t *d, Py_ssize_t b, Py_ssize_t o)
     if (d->bias_mode == BIAS_EVEN && (b & 1))
         return 0.0 * d->bias[o];
     return d->bias[o];
+}
+
+
+/*
+ * Write one plane of finished chains (row stride `stride`) to `dst` with the
+ * constant terms: + bias, then + addend, each rounded, as the reference adds
+ * a convolution's bias and then a following constant node.
+ */
+static void write_plane(const dims_t *d, Py_ssize_t b, Py_ssize_t o, const double *src, Py_ssize_t stride,
+                        double *dst)
+{
+    Py_ssize_t h = d->out_h, w = d->out_w;
+    if (d->bias == NULL && d->addend == NULL) {
+        for (Py_ssize_t y = 0; y < h; y++)
+            memcpy(dst + y * w, src + y * stride, sizeof(double) * w);
+        return;
+    }
+    if (d->bias != NULL) {
+        double shift = row_bias(d, b, o);
+        for (Py_ssize_t y = 0; y < h; y++)
+            for (Py_ssize_t x = 0; x < w; x++)
+                dst[y * w + x] = src[y * stride + x] + shift;
+        src = dst;
+        stride = w;
+    }
+    if (d->addend != NULL) {
+        const double *add = d->addend + o * h * w;
+        int zero = d->bias_mode == BIAS_EVEN && (b & 1);
+        for (Py_ssize_t y = 0; y < h; y++)
+            for (Py_ssize_t x = 0; x < w; x++)
+                dst[y * w + x] = src[y * stride + x] + (zero ? 0.0 * add[y * w + x] : add[y * w + x]);
+    }
 }
 
 typedef struct {
@@ -88,6 +123,7 @@ static void conv_scalar(const dims_t *d, const double *padded, Py_ssize_t hp, Py
     for (Py_ssize_t o = 0; o < d->out_channels; o++) {
         Py_ssize_t first = (o / per_group) * d->group_channels;
         for (Py_ssize_t y = 0; y < d->out_h; y++) {
+            double *line = out + ((b * d->out_channels + o) * d->out_h + y) * d->out_w;
             for (Py_ssize_t x = 0; x < d->out_w; x++) {
                 double acc = 0.0;
                 for (Py_ssize_t c = 0; c < d->group_channels; c++) {
@@ -100,9 +136,11 @@ static void conv_scalar(const dims_t *d, const double *padded, Py_ssize_t hp, Py
                         }
                     }
                 }
-                out[((b * d->out_channels + o) * d->out_h + y) * d->out_w + x] = d->bias == NULL ? acc : acc + row_bias(d, b, o);
+                line[x] = acc;
             }
         }
+        double *dst = out + (b * d->out_channels + o) * d->out_h * d->out_w;
+        write_plane(d, b, o, dst, d->out_w, dst);
     }
 }
 
@@ -330,17 +368,8 @@ static int run_conv(const dims_t *d, const part_t *parts, Py_ssize_t nparts, con
                     strips_scalar(&p);
                 for (Py_ssize_t k = 0; k < OUT_BLOCK && blk * OUT_BLOCK + k < per_group; k++) {
                     Py_ssize_t o = g * per_group + blk * OUT_BLOCK + k;
-                    double *dst = out + (b * d->out_channels + o) * d->out_h * d->out_w;
-                    const double *src = flat + k * positions;
-                    if (d->bias == NULL) {
-                        for (Py_ssize_t y = 0; y < d->out_h; y++)
-                            memcpy(dst + y * d->out_w, src + y * wp, sizeof(double) * d->out_w);
-                    } else {
-                        double shift = row_bias(d, b, o);
-                        for (Py_ssize_t y = 0; y < d->out_h; y++)
-                            for (Py_ssize_t x = 0; x < d->out_w; x++)
-                                dst[y * d->out_w + x] = src[y * wp + x] + shift;
-                    }
+                    write_plane(d, b, o, flat + k * positions, wp,
+                                out + (b * d->out_channels + o) * d->out_h * d->out_w);
                 }
             }
         }
@@ -357,7 +386,8 @@ done:
 
 
 /* Check the dimensions and buffer sizes shared by both entry points; NULL when they are consistent. */
-static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t out_len, const Py_buffer *bias)
+static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t out_len, const Py_buffer *bias,
+                              const Py_buffer *addend)
 {
     if (d->batch < 0 || d->channels < 1 || d->height < 1 || d->width < 1 || d->out_channels < 1 ||
         d->group_channels < 1 || d->kh < 1 || d->kw < 1 || d->groups < 1 || d->sh < 1 || d->sw < 1 || d->ph < 0 ||
@@ -374,8 +404,12 @@ static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t
         return "the output buffer size does not match its dimensions";
     if (d->bias != NULL && bias->len != (Py_ssize_t)sizeof(double) * d->out_channels)
         return "the bias buffer size does not match the output channels";
+    if (d->addend != NULL && addend->len != (Py_ssize_t)sizeof(double) * d->out_channels * d->out_h * d->out_w)
+        return "the addend buffer size does not match the output of one batch element";
     if (d->bias_mode != BIAS_NONE && d->bias_mode != BIAS_ALL && d->bias_mode != BIAS_EVEN)
         return "the bias mode is not 0, 1 or 2";
+    if ((d->bias != NULL || d->addend != NULL) && d->bias_mode == BIAS_NONE)
+        return "a bias or addend needs bias mode 1 or 2";
     return NULL;
 }
 
@@ -426,20 +460,21 @@ static PyObject *finish(const char *problem, const dims_t *d, const part_t *part
 
 static PyObject *py_conv2d(PyObject *self, PyObject *args)
 {
-    Py_buffer xb, wb, ob, bb = {0};
+    Py_buffer xb, wb, ob, bb = {0}, ab = {0};
     dims_t d;
     int isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*w*(nnnnnnnnnnnnnnnnn)iz*i", &xb, &wb, &ob, &d.batch, &d.channels, &d.height,
+    if (!PyArg_ParseTuple(args, "y*y*w*(nnnnnnnnnnnnnnnnn)iz*iz*", &xb, &wb, &ob, &d.batch, &d.channels, &d.height,
                           &d.width, &d.out_channels, &d.group_channels, &d.kh, &d.kw, &d.groups, &d.sh, &d.sw,
-                          &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode))
+                          &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode, &ab))
         return NULL;
     d.bias = (const double *)bb.buf;
+    d.addend = (const double *)ab.buf;
     if (isa == ISA_AUTO)
         isa = best_isa();
 
     part_t part = {(const double *)xb.buf, d.channels, d.batch, NULL};
-    const char *problem = check_dims(&d, wb.len, ob.len, &bb);
+    const char *problem = check_dims(&d, wb.len, ob.len, &bb, &ab);
     if (problem == NULL && xb.len != (Py_ssize_t)sizeof(double) * d.batch * d.channels * d.height * d.width)
         problem = "the input buffer size does not match its dimensions";
     PyObject *result = finish(problem, &d, &part, 1, (const double *)wb.buf, (double *)ob.buf, isa);
@@ -448,6 +483,8 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
     PyBuffer_Release(&ob);
     if (bb.obj != NULL)
         PyBuffer_Release(&bb);
+    if (ab.obj != NULL)
+        PyBuffer_Release(&ab);
     return result;
 }
 
@@ -455,15 +492,16 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
 static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
 {
     PyObject *sequence;
-    Py_buffer wb, ob, bb = {0};
+    Py_buffer wb, ob, bb = {0}, ab = {0};
     dims_t d;
     int isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oy*w*(nnnnnnnnnnnnnnnnn)iz*i", &sequence, &wb, &ob, &d.batch, &d.channels,
+    if (!PyArg_ParseTuple(args, "Oy*w*(nnnnnnnnnnnnnnnnn)iz*iz*", &sequence, &wb, &ob, &d.batch, &d.channels,
                           &d.height, &d.width, &d.out_channels, &d.group_channels, &d.kh, &d.kw, &d.groups, &d.sh,
-                          &d.sw, &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode))
+                          &d.sw, &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode, &ab))
         return NULL;
     d.bias = (const double *)bb.buf;
+    d.addend = (const double *)ab.buf;
     if (isa == ISA_AUTO)
         isa = best_isa();
 
@@ -492,7 +530,7 @@ static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
         for (Py_ssize_t k = 0; k < nparts; k++)
             channels += parts[k].channels;
         problem = channels != d.channels ? "the parts' channels do not add up to the input channels"
-                                         : check_dims(&d, wb.len, ob.len, &bb);
+                                         : check_dims(&d, wb.len, ob.len, &bb, &ab);
         for (Py_ssize_t k = 0; problem == NULL && k < nparts; k++)
             problem = check_part(&d, &buffers[2 * k], &buffers[2 * k + 1], &parts[k]);
     }
@@ -511,6 +549,8 @@ done:
     PyBuffer_Release(&ob);
     if (bb.obj != NULL)
         PyBuffer_Release(&bb);
+    if (ab.obj != NULL)
+        PyBuffer_Release(&ab);
     return result;
 }
 
@@ -540,12 +580,13 @@ static PyObject *py_instruction_sets(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS,
-     "conv2d(x, weight, out, dims, isa, bias, bias_mode): float64 cross-correlation by fma chains into out.\n"
+     "conv2d(x, weight, out, dims, isa, bias, bias_mode, addend): float64 cross-correlation by fma chains.\n"
      "dims = (batch, C, H, W, O, C/groups, kh, kw, groups, sh, sw, ph, pw, dh, dw, out_h, out_w);\n"
      "isa: 0 best available, 1 scalar, 2 AVX2, 3 AVX-512; bias: None or O float64 values added\n"
-     "after the chain (bias_mode 1: every row; 2: even rows, odd rows get + 0.0 * bias)."},
+     "after the chain, then addend (None or O * out_h * out_w values) after the bias (bias_mode 1: every\n"
+     "row; 2: even rows, odd rows get + 0.0 * bias and + 0.0 * addend)."},
     {"conv2d_parts", py_conv2d_parts, METH_VARARGS,
-     "conv2d_parts(parts, weight, out, dims, isa, bias, bias_mode): as conv2d, with the input given as its\n"
+     "conv2d_parts(parts, weight, out, dims, isa, bias, bias_mode, addend): as conv2d, with the input as its\n"
      "channel blocks: parts is a sequence of (buffer, channels, index), where index is None or one int64\n"
      "per batch element naming the row of that buffer to read."},
     {"instruction_sets", py_instruction_sets, METH_NOARGS,

@@ -77,7 +77,8 @@ def conv2d_fma(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gro
 
 
 def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, groups: int, isa: str = "auto",
-                     bias: np.ndarray | None = None, bias_rows: str = "all") -> np.ndarray:
+                     bias: np.ndarray | None = None, bias_rows: str = "all",
+                     addend: np.ndarray | None = None) -> np.ndarray:
     """Convolve the channel concatenation of ``parts`` without building it: :func:`conv2d_fma` bit for bit.
 
     ``parts`` is a list of ``(array, index)``: ``array`` is ``(rows, C_k, H,
@@ -87,6 +88,11 @@ def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, group
     ``concatenate([array[index] for array, index in parts], axis=1)``; the
     kernel copies each row straight into its padded buffer, so the
     concatenation and the gathers cost no extra pass over memory.
+
+    ``addend``, when given, is an array broadcastable to one batch element's
+    output ``(O, out_h, out_w)``, added after the bias with one more rounding
+    on the rows that ``bias_rows`` names (``+ 0.0 * addend`` on the others):
+    the bits of a constant-add node that follows the convolution.
     """
     if _fmaconv is None:
         raise RuntimeError("the compiled convolution is not built; reinstall dalverify with a C compiler "
@@ -125,6 +131,13 @@ def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, group
         bias = np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
         if bias.size != out_channels:
             raise InputError(f"bias has {bias.size} values; the weight has {out_channels} output channels")
+    if addend is not None:
+        try:
+            addend = np.ascontiguousarray(np.broadcast_to(np.asarray(addend, dtype=np.float64),
+                                                          (out_channels, out_h, out_w)))
+        except ValueError:
+            raise InputError(f"addend of shape {np.shape(addend)} does not broadcast to one output "
+                             f"{(out_channels, out_h, out_w)}") from None
     out = np.empty((batch, out_channels, out_h, out_w))
     if batch == 0:
         return out
@@ -132,8 +145,8 @@ def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, group
             out_h, out_w)
     described = [(array, array.shape[1], index) for array, index in zip(arrays, indices)]
     try:
-        _fmaconv.conv2d_parts(described, weight, out, dims, ISA_CODES[isa], bias,
-                              BIAS_ROWS[bias_rows] if bias is not None else 0)
+        mode = BIAS_ROWS[bias_rows] if bias is not None or addend is not None else 0
+        _fmaconv.conv2d_parts(described, weight, out, dims, ISA_CODES[isa], bias, mode, addend)
     except ValueError as error:
         raise InputError(f"conv2d_fma_parts: {error} (isa={isa!r}, available: {instruction_sets()})") from None
     return out

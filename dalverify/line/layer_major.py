@@ -216,7 +216,7 @@ class _Sweep:
             hasher.update(row.tobytes())
 
 
-def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool) -> np.ndarray:
+def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool, addend: np.ndarray | None = None) -> np.ndarray:
     """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers).
 
     Element-wise kinds, and convolutions by the compiled fma kernel, take all
@@ -227,8 +227,9 @@ def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool) -> np.ndarra
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
     if node.kind == "conv2d" and conv is conv2d_fast and fma_conv.available():
         attrs = node.attrs
-        out = fma_conv.conv2d_fma(rows[0], node.params["weight"], attrs["stride"], attrs["padding"],
-                                  attrs["dilation"], attrs["groups"], bias=node.params.get("bias"), bias_rows="even")
+        out = fma_conv.conv2d_fma_parts([(rows[0], None)], node.params["weight"], attrs["stride"], attrs["padding"],
+                                        attrs["dilation"], attrs["groups"], bias=node.params.get("bias"),
+                                        bias_rows="even", addend=addend)
         return out.reshape((n, 2) + out.shape[1:])
     if node.kind == "conv_transpose2d" and fused:
         # In chunks of ROW_CHUNK rows, so that the per-tap products stay in
@@ -324,7 +325,30 @@ def deferred_concats(graph: Graph) -> dict[int, int]:
     return deferred
 
 
-def _conv_parts(sweep: _Sweep, node: Node, parts: _Parts, generation: int) -> np.ndarray:
+def folded_constants(graph: Graph) -> dict[int, int]:
+    """Return ``{conv id: add_const id}`` for convolutions read only by one constant add.
+
+    The compiled convolution adds such a constant after its bias, with the
+    same roundings as the separate node (see
+    :func:`dalverify.accel.fma_conv.conv2d_fma_parts`), and the constant
+    node then passes the convolution's rows on.
+    """
+    readers: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        for source in node.inputs:
+            readers.setdefault(source, []).append(node)
+    folded = {}
+    for node in graph.nodes:
+        if node.kind != "conv2d" or node.id == graph.output:
+            continue
+        consumers = readers.get(node.id, [])
+        if len(consumers) == 1 and consumers[0].kind == "add_const" and tuple(consumers[0].shape) == tuple(node.shape):
+            folded[node.id] = consumers[0].id
+    return folded
+
+
+def _conv_parts(sweep: _Sweep, node: Node, parts: _Parts, generation: int,
+                addend: np.ndarray | None = None) -> np.ndarray:
     """Apply a convolution to a deferred concatenation, gathering each input's rows inside the kernel."""
     n = sweep.count(generation)
     inputs = []
@@ -339,7 +363,7 @@ def _conv_parts(sweep: _Sweep, node: Node, parts: _Parts, generation: int) -> np
     attrs = node.attrs
     out = fma_conv.conv2d_fma_parts(inputs, node.params["weight"], attrs["stride"], attrs["padding"],
                                     attrs["dilation"], attrs["groups"], bias=node.params.get("bias"),
-                                    bias_rows="even")
+                                    bias_rows="even", addend=addend)
     return out.reshape((n, 2) + out.shape[1:])
 
 
@@ -473,7 +497,7 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
 
 def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
            conv, fused: bool, timings: dict[str, list[float]] | None = None,
-           deferred: dict[int, int] | None = None) -> _Sweep:
+           deferred: dict[int, int] | None = None, folded: dict[int, int] | None = None) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
     for node in graph.nodes[1:]:
@@ -489,14 +513,18 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
             # A linear node depends only on its inputs: it is computed once
             # per segment of the newest generation among them.
             generation = max(sweep.values[i][1] for i in node.inputs)
+            addend = graph.nodes[folded[node.id]].params["const"] if folded and node.id in folded else None
             if deferred and node.id in deferred:
                 out = _Parts(node.inputs)
             elif node.kind == "conv2d" and isinstance(sweep.values[node.inputs[0]][0], _Parts):
-                out = _conv_parts(sweep, node, sweep.values[node.inputs[0]][0], generation)
+                out = _conv_parts(sweep, node, sweep.values[node.inputs[0]][0], generation, addend)
+            elif folded and node.kind == "add_const" and folded.get(node.inputs[0]) == node.id:
+                # Added by the convolution already.
+                out = sweep.values[node.inputs[0]][0]
             elif node.kind == "concat":
                 out = _concat(sweep, node, generation, fused)
             else:
-                out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv, fused)
+                out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv, fused, addend)
             sweep.values[node.id] = (out, generation)
         for source in set(node.inputs):
             if last[source] == node.id:
@@ -559,7 +587,9 @@ def walk_layer_major(
     # The compiled element-wise steps give the numpy steps' bits, so they
     # belong to the "fast" set only to keep "reference" free of numba.
     fused = kernels == "fast" and numba_available()
-    deferred = deferred_concats(graph) if conv is conv2d_fast and fma_conv.available() else {}
+    compiled_conv = conv is conv2d_fast and fma_conv.available()
+    deferred = deferred_concats(graph) if compiled_conv else {}
+    folded = folded_constants(graph) if compiled_conv else {}
     a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
     b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
     last = last_uses(graph)
@@ -584,7 +614,7 @@ def walk_layer_major(
     try:
         with single_blas_thread():
             while True:
-                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings, deferred)
+                sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings, deferred, folded)
                 sweeps += 1
                 out = sweep.get(graph.output)
                 ends = sweep.ends

@@ -184,13 +184,13 @@ def test_the_extension_checks_buffer_sizes_itself():
     weight = np.zeros((2, 2, 3, 3))
     dims = (1, 2, 4, 4, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4)
     with pytest.raises(ValueError, match="output buffer"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 3)), dims, 0, None, 0)
+        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 3)), dims, 0, None, 0, None)
     with pytest.raises(ValueError, match="input buffer"):
-        _fmaconv.conv2d(x[:, :1], weight, np.zeros((1, 2, 4, 4)), dims, 0, None, 0)
+        _fmaconv.conv2d(x[:, :1], weight, np.zeros((1, 2, 4, 4)), dims, 0, None, 0, None)
     with pytest.raises(ValueError, match="reads past"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 5, 4)), dims[:15] + (5, 4), 0, None, 0)
+        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 5, 4)), dims[:15] + (5, 4), 0, None, 0, None)
     with pytest.raises(ValueError, match="bias buffer"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 4)), dims, 0, np.zeros(3), 1)
+        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 4)), dims, 0, np.zeros(3), 1, None)
 
 
 def test_missing_extension_names_the_fix(monkeypatch):
@@ -246,3 +246,30 @@ def test_bad_parts_are_refused_with_the_value():
         conv2d_fma_parts([(a, np.array([0, 3, 1])), (a[:, :1], None)], weight, (1, 1), (1, 1), (1, 1), 1)
     with pytest.raises(InputError, match="row index points outside"):
         conv2d_fma_parts([(a, np.array([0, -1, 1])), (a[:, :1], None)], weight, (1, 1), (1, 1), (1, 1), 1)
+
+
+@needs_extension
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("bias_rows", ["all", "even"])
+def test_addend_is_added_like_a_following_constant_node(with_bias, bias_rows):
+    from dalverify.graph.reference import _with_bias
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 3, 5, 7))
+    weight = rng.normal(size=(2, 3, 3, 3))
+    bias = rng.normal(size=2) if with_bias else None
+    addend = rng.normal(size=(2, 5, 7))
+    addend[0, 0, 0] = -2.0  # 0.0 * addend is -0.0 there
+    mask = np.array([True, False, True, False]) if bias_rows == "even" else None
+    want = conv2d_fma(x, weight, (1, 1), (1, 1), (1, 1), 1)
+    if bias is not None:
+        want = _with_bias(want, bias.reshape(-1, 1, 1), mask)
+    want = _with_bias(want, addend, mask)
+    got = conv2d_fma_parts([(x, None)], weight, (1, 1), (1, 1), (1, 1), 1, bias=bias, bias_rows=bias_rows,
+                           addend=addend)
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+    # A per-channel addend broadcasts over the map.
+    channel = conv2d_fma_parts([(x, None)], weight, (1, 1), (1, 1), (1, 1), 1, addend=np.ones((2, 1, 1)))
+    assert np.array_equal(channel, conv2d_fma(x, weight, (1, 1), (1, 1), (1, 1), 1) + 1.0)
+    with pytest.raises(InputError, match="does not broadcast"):
+        conv2d_fma_parts([(x, None)], weight, (1, 1), (1, 1), (1, 1), 1, addend=np.ones((3, 5, 7)))

@@ -25,7 +25,7 @@ from dalverify.accel.direct_conv import available
 from dalverify.errors import InputError
 from dalverify.export import export
 from dalverify.line import walk_line
-from dalverify.line.layer_major import default_max_segments, deferred_concats, walk_layer_major
+from dalverify.line.layer_major import default_max_segments, deferred_concats, folded_constants, walk_layer_major
 from dalverify.line.numpy_backend import NumpyLineBackend
 from dalverify.methods.covariance import Isotropic
 from dalverify.methods.dal_test import DALTest, RegionCuts
@@ -224,3 +224,49 @@ def test_concatenation_read_by_other_kinds_is_built(every_kind):
     # EveryKind's concatenation is read by abs, leaky ReLU and a scaling, not by a convolution.
     assert any(node.kind == "concat" for node in every_kind.nodes)
     assert deferred_concats(every_kind) == {}
+
+
+@pytest.fixture(scope="module")
+def ddim_unet():
+    from dalverify.diffusion.reconstruction import Reconstruction
+    from dalverify.diffusion.unet import UNet
+
+    torch.manual_seed(5)
+    unet = UNet(1, 2, 2)
+    with torch.no_grad():
+        # The per-timestep biases start at zero; make them visible to the check.
+        for name, parameter in unet.named_parameters():
+            if "time_bias" in name:
+                parameter.normal_()
+    reconstruction = Reconstruction(unet, t_start=460, steps=2, eta=1.0, seed=5, image_shape=(1, 8, 8))
+    return export(reconstruction, torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@given(seed=st.integers(0, 2**32 - 1), max_segments=st.sampled_from([3, 1000]))
+@settings(max_examples=5)
+def test_ddim_unet_matches_numpy_walk(ddim_unet, kernels, seed, max_segments):
+    # The unrolled reconstruction has time-embedding constants after its
+    # convolutions and decoder concatenations: the compiled convolution
+    # folds the first and reads the second in place.
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(2, 1, 8, 8))
+    reference = walk_reference(ddim_unet, a, b, -0.3, 0.3, kernels, record_outputs=True)
+    swept = walk_layer_major(ddim_unet, a, b, -0.3, 0.3, max_segments=max_segments, record_outputs=True,
+                             kernels=kernels)
+    assert len(reference.pieces) > 3
+    assert summary(swept) == summary(reference)
+    for (_, _, alpha1, beta1), (_, _, alpha2, beta2) in zip(swept.outputs, reference.outputs):
+        assert np.array_equal(alpha1, alpha2)
+        assert np.array_equal(beta1, beta2)
+
+
+def test_time_embedding_constants_are_folded(ddim_unet):
+    folded = folded_constants(ddim_unet)
+    assert folded
+    assert all(np.abs(ddim_unet.nodes[add_id].params["const"]).max() > 0 for add_id in folded.values())
+    for conv_id, add_id in folded.items():
+        assert ddim_unet.nodes[conv_id].kind == "conv2d"
+        assert ddim_unet.nodes[add_id].kind == "add_const"
+        assert list(ddim_unet.nodes[add_id].inputs) == [conv_id]
+    assert deferred_concats(ddim_unet)
