@@ -44,6 +44,7 @@ import numpy as np
 from dalverify.accel.direct_conv import available as numba_available
 from dalverify.accel import fma_conv
 from dalverify.accel.direct_conv import conv2d_fast, conv_for, default_kernels
+from dalverify.accel.heap import reuse_freed_memory
 from dalverify.accel.fused_step import (apply_pointwise, apply_pool_stage, conv_transpose2d_fused, gather_into,
                                         scan_pool_stage, scan_roots)
 from dalverify.errors import InputError
@@ -495,11 +496,32 @@ def default_max_segments(graph: Graph, memory: int = DEFAULT_MEMORY) -> int:
     return max(2, int(memory // max(per_segment, 1)))
 
 
+def _plan(graph: Graph, conv) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """Return the last reader of each value and the deferred concatenations and folded constants for ``conv``.
+
+    Both rearrangements need the compiled convolution; the inputs of a
+    deferred concatenation are read by its convolution, so they live until
+    then.
+    """
+    compiled = conv is conv2d_fast and fma_conv.available()
+    deferred = deferred_concats(graph) if compiled else {}
+    folded = folded_constants(graph) if compiled else {}
+    last = last_uses(graph)
+    for concat_id, conv_id in deferred.items():
+        for source in graph.nodes[concat_id].inputs:
+            last[source] = max(last[source], conv_id)
+    return last, deferred, folded
+
+
 def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max_segments: int, last: list[int],
            conv, fused: bool, timings: dict[str, list[float]] | None = None,
            deferred: dict[int, int] | None = None, folded: dict[int, int] | None = None) -> _Sweep:
     sweep = _Sweep(lo, hi, max_segments)
     sweep.values[0] = (np.stack([a, b])[None], 0)
+    released: dict[int, list[int]] = {}
+    for source, reader in enumerate(last):
+        if reader != source:
+            released.setdefault(reader, []).append(source)
     for node in graph.nodes[1:]:
         started = time.perf_counter() if timings is not None else 0.0
         if node.kind in _PIECEWISE:
@@ -526,9 +548,10 @@ def _sweep(graph: Graph, a: np.ndarray, b: np.ndarray, lo: float, hi: float, max
             else:
                 out = _apply(node, [sweep.get(i, generation) for i in node.inputs], conv, fused, addend)
             sweep.values[node.id] = (out, generation)
-        for source in set(node.inputs):
-            if last[source] == node.id:
-                del sweep.values[source]
+        # Values whose last reader is this node, including the inputs of a
+        # deferred concatenation, which its convolution reads.
+        for source in released.get(node.id, ()):
+            del sweep.values[source]
         if timings is not None:
             entry = timings.setdefault(node.kind, [0.0, 0.0])
             entry[0] += time.perf_counter() - started
@@ -587,16 +610,9 @@ def walk_layer_major(
     # The compiled element-wise steps give the numpy steps' bits, so they
     # belong to the "fast" set only to keep "reference" free of numba.
     fused = kernels == "fast" and numba_available()
-    compiled_conv = conv is conv2d_fast and fma_conv.available()
-    deferred = deferred_concats(graph) if compiled_conv else {}
-    folded = folded_constants(graph) if compiled_conv else {}
+    last, deferred, folded = _plan(graph, conv)
     a = np.asarray(a, dtype=np.float64).reshape(graph.input_shape)
     b = np.asarray(b, dtype=np.float64).reshape(graph.input_shape)
-    last = last_uses(graph)
-    for concat_id, conv_id in deferred.items():
-        # The inputs of a deferred concatenation are read by its convolution.
-        for source in graph.nodes[concat_id].inputs:
-            last[source] = max(last[source], conv_id)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -612,7 +628,7 @@ def walk_layer_major(
     z = lo
     sweeps = 0
     try:
-        with single_blas_thread():
+        with single_blas_thread(), reuse_freed_memory():
             while True:
                 sweep = _sweep(graph, a, b, z, hi, max_segments, last, conv, fused, timings, deferred, folded)
                 sweeps += 1

@@ -270,3 +270,18 @@ def test_time_embedding_constants_are_folded(ddim_unet):
         assert ddim_unet.nodes[add_id].kind == "add_const"
         assert list(ddim_unet.nodes[add_id].inputs) == [conv_id]
     assert deferred_concats(ddim_unet)
+
+
+def test_sweep_keeps_only_the_output_at_the_end(ddim_unet):
+    # Every value is dropped after its last reader, the inputs of deferred
+    # concatenations included, so memory stays bounded by the live values.
+    from dalverify.accel.direct_conv import conv_for
+    from dalverify.line.layer_major import _plan, _sweep
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(2, 1, 8, 8))
+    kernels = KERNELS[-1]
+    conv = conv_for(kernels)
+    last, deferred, folded = _plan(ddim_unet, conv)
+    sweep = _sweep(ddim_unet, a, b, -0.3, 0.3, 1000, last, conv, kernels == "fast", None, deferred, folded)
+    assert set(sweep.values) == {ddim_unet.output}
