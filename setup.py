@@ -1,6 +1,6 @@
-"""Build the optional compiled convolution; everything else is in pyproject.toml.
+"""Build the optional compiled kernels of the exact walk; everything else is in pyproject.toml.
 
-The extension is optional: without a C compiler the package installs and
+The extensions are optional: without a C compiler the package installs and
 runs on its numba and numpy kernels.
 """
 
@@ -13,6 +13,8 @@ flags = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off", "-fno-fa
 setup(
     ext_modules=[
         Extension("dalverify.accel._fmaconv", sources=["dalverify/accel/_fmaconv.c"], extra_compile_args=flags,
+                  optional=True),
+        Extension("dalverify.accel._pointwise", sources=["dalverify/accel/_pointwise.c"], extra_compile_args=flags,
                   optional=True),
     ],
 )

@@ -26,6 +26,11 @@ infinity or NaN, as numpy gives.
 
 numba is imported on the first call only. :func:`available` returns whether it
 can be.
+
+When the package was built with a C compiler, :func:`scan_pairs` and
+:func:`apply_pairs` run the ReLU-family passes as vectorized C
+(``_pointwise.c``: AVX-512, AVX2 or scalar, the same operations one for
+one), and the sweep prefers them.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ from __future__ import annotations
 import numpy as np
 
 from dalverify.accel.direct_conv import available
+
+try:
+    from dalverify.accel import _pointwise
+except ImportError:  # built without a C compiler
+    _pointwise = None
+
+#: Instruction-set codes of the compiled element-wise passes (as the convolution's).
+_ISA_CODES = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
 
 #: Codes of the piecewise-linear kinds for :func:`apply_pointwise`.
 KIND_CODES = {"relu": 0, "leaky_relu": 1, "abs": 2}
@@ -297,6 +310,70 @@ def apply_pointwise(alpha: np.ndarray, beta: np.ndarray, parent: np.ndarray, sta
     return _compiled()[1](alpha, beta, parent, starts, ends, KIND_CODES[kind], float(slope))
 
 
+def pointwise_compiled() -> bool:
+    """Return whether the C passes of :func:`scan_pairs` and :func:`apply_pairs` were built."""
+    return _pointwise is not None
+
+
+def pointwise_instruction_sets() -> list[str]:
+    """Return the paths of the C element-wise passes this processor runs, or [] without them."""
+    return [] if _pointwise is None else list(_pointwise.instruction_sets())
+
+
+def _roots_of_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Return ``-alpha / (beta + 0.0)`` on the given rows of ``x`` (``(n, 2, units)``), by numpy's IEEE operations."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return -x[rows, 0] / (x[rows, 1] + 0.0)
+
+
+def scan_pairs(x: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+               isa: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compute :func:`scan_roots` on ``alpha = x[:, 0]``, ``beta = x[:, 1]`` by the C passes.
+
+    ``x`` is a C-contiguous ``(n, 2, units)`` float64 array. A vectorized
+    pass counts the roots inside each segment. numpy then lists them on the
+    few segments that have any, with the same operations, so the result is
+    :func:`scan_roots`'s bit for bit. Needs :func:`pointwise_compiled`.
+    """
+    n, _, units = x.shape
+    counts = np.empty(n, dtype=np.int64)
+    _pointwise.count_inside(x, starts, ends, counts, n, units, _ISA_CODES[isa])
+    split = np.flatnonzero(counts)
+    if split.size == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0)
+    root = _roots_of_rows(x, split)
+    with np.errstate(invalid="ignore"):
+        inside = (root > starts[split, None]) & (root < ends[split, None])
+    row, unit = np.nonzero(inside)
+    return split[row], unit, root[row, unit]
+
+
+def apply_pairs(x: np.ndarray, parent: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: str,
+                slope: float = 0.0, isa: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compute :func:`apply_pointwise` on ``alpha = x[:, 0]``, ``beta = x[:, 1]`` by the C passes.
+
+    Same results, bit for bit; the binding units of the few segments that
+    have any are listed by numpy. ``x`` is a C-contiguous ``(n, 2, units)``
+    float64 array. Needs :func:`pointwise_compiled`.
+    """
+    n, _, units = x.shape
+    m = parent.size
+    parent = np.ascontiguousarray(parent, dtype=np.int64)
+    out = np.empty((m, 2, units))
+    bits = np.empty((m, units), dtype=np.bool_)
+    bound = np.empty(m, dtype=np.int64)
+    _pointwise.apply(x, parent, starts, ends, out, bits, bound, n, m, units, KIND_CODES[kind], float(slope),
+                     _ISA_CODES[isa])
+
+    # Binding units, in row-major order, for the few segments with any.
+    segments = np.flatnonzero(bound)
+    if segments.size == 0:
+        return out, bits, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    root = _roots_of_rows(x, parent[segments])
+    row, unit = np.nonzero(root == ends[segments, None])
+    return out, bits, segments[row], unit
+
+
 def scan_pool_stage(winner: np.ndarray, windows: np.ndarray, rows: np.ndarray, stage: int, starts: np.ndarray,
                     ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """List the roots of ``winner - candidate`` strictly inside their segment, for one max-pool stage.
@@ -357,11 +434,14 @@ def conv_transpose2d_fused(x: np.ndarray, weight: np.ndarray, stride, padding, o
         out = np.empty((batch, out_channels, out_h, out_w))
     elif out.shape != (batch, out_channels, out_h, out_w) or out.dtype != np.float64 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float64 array of shape {(batch, out_channels, out_h, out_w)}")
-    mode = 0 if bias is None else (1 if bias_rows == "all" else 2)
+    mode = 0
+    if bias is not None:
+        mode = 1 if bias_rows == "all" else 2
     shift = np.zeros(out_channels) if bias is None else np.ascontiguousarray(bias, dtype=np.float64).reshape(-1)
     _compiled()[5](taps, out, sh, sw, ph, pw, dh, dw, shift, mode)
     return out
 
 
-__all__ = ["KIND_CODES", "apply_pointwise", "apply_pool_stage", "available", "conv_transpose2d_fused", "gather_into",
-           "scan_pool_stage", "scan_roots"]
+__all__ = ["KIND_CODES", "apply_pairs", "apply_pointwise", "apply_pool_stage", "available", "conv_transpose2d_fused",
+           "gather_into", "pointwise_compiled", "pointwise_instruction_sets", "scan_pairs", "scan_pool_stage",
+           "scan_roots"]

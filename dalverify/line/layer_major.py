@@ -45,8 +45,8 @@ from dalverify.accel.direct_conv import available as numba_available
 from dalverify.accel import fma_conv
 from dalverify.accel.direct_conv import conv2d_fast, conv_for, default_kernels
 from dalverify.accel.heap import reuse_freed_memory
-from dalverify.accel.fused_step import (apply_pointwise, apply_pool_stage, conv_transpose2d_fused, gather_into,
-                                        scan_pool_stage, scan_roots)
+from dalverify.accel.fused_step import (apply_pairs, apply_pointwise, apply_pool_stage, conv_transpose2d_fused,
+                                        gather_into, pointwise_compiled, scan_pairs, scan_pool_stage, scan_roots)
 from dalverify.errors import InputError
 from dalverify.graph.ir import Graph, Node
 from dalverify.graph.reference import apply_linear, last_uses, pool_windows
@@ -399,12 +399,17 @@ def _pointwise_fused(sweep: _Sweep, node: Node, x: np.ndarray) -> np.ndarray:
     """Same result as :func:`_pointwise`, bit for bit, by the compiled kernels of :mod:`dalverify.accel.fused_step`."""
     n = x.shape[0]
     rows = x.reshape(n, 2, -1)
-    alpha, beta = rows[:, 0], rows[:, 1]
-    segment, unit, points = scan_roots(alpha, beta, sweep.starts, sweep.ends)
-    parent = sweep.split_at(segment, points) if segment.size else np.arange(n)
     slope = node.attrs["negative_slope"] if node.kind == "leaky_relu" else 0.0
-    out, bits, bound_segment, bound_unit = apply_pointwise(alpha, beta, parent, sweep.starts, sweep.ends,
-                                                           node.kind, slope)
+    if pointwise_compiled() and rows.flags.c_contiguous:
+        segment, unit, points = scan_pairs(rows, sweep.starts, sweep.ends)
+        parent = sweep.split_at(segment, points) if segment.size else np.arange(n)
+        out, bits, bound_segment, bound_unit = apply_pairs(rows, parent, sweep.starts, sweep.ends, node.kind, slope)
+    else:
+        alpha, beta = rows[:, 0], rows[:, 1]
+        segment, unit, points = scan_roots(alpha, beta, sweep.starts, sweep.ends)
+        parent = sweep.split_at(segment, points) if segment.size else np.arange(n)
+        out, bits, bound_segment, bound_unit = apply_pointwise(alpha, beta, parent, sweep.starts, sweep.ends,
+                                                               node.kind, slope)
     for j, i in zip(bound_segment.tolist(), bound_unit.tolist()):
         sweep.binding[j].append((node.id, i))
     sweep.hash_bits(node.id, bits)

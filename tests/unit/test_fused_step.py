@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dalverify.accel.direct_conv import available
-from dalverify.accel.fused_step import conv_transpose2d_fused
+from dalverify.accel.fused_step import (apply_pairs, apply_pointwise, conv_transpose2d_fused, pointwise_compiled,
+                                        pointwise_instruction_sets, scan_pairs, scan_roots)
 from dalverify.graph.ir import Node
 from dalverify.graph.reference import _with_bias, conv_transpose2d
 from dalverify.line.layer_major import _max_pool, _max_pool_fused, _pointwise, _pointwise_fused, _Sweep
@@ -30,7 +31,8 @@ SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0]
 def segments_and_rows(draw):
     """Segments of ``[-2, 2]`` and rows whose roots often fall on their ends."""
     n = draw(st.integers(1, 4))
-    units = draw(st.integers(1, 6))
+    # Up to 6 units run the scalar tail alone; 8 and more run full vectors too.
+    units = draw(st.one_of(st.integers(1, 6), st.sampled_from([8, 13, 20])))
     inner = sorted(set(draw(st.lists(st.sampled_from([-1.0, -0.5, 0.0, 0.25, 1.0]), max_size=n - 1))))
     starts = np.array([-2.0] + inner)
     values = st.one_of(st.sampled_from(SPECIAL), st.floats(-4, 4, allow_nan=False, width=64))
@@ -181,3 +183,22 @@ def test_fused_transposed_convolution_gives_the_reference_bits(case):
     got = conv_transpose2d_fused(x, weight, stride, padding, output_padding, dilation, bias=bias, bias_rows=bias_rows)
     assert got.shape == want.shape
     assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.skipif(not pointwise_compiled(), reason="the compiled element-wise passes are not built")
+@given(segments_and_rows())
+def test_every_compiled_path_equals_the_numba_passes(case):
+    starts, rows, kind = case
+    ends = np.append(starts[1:], 2.0)
+    alpha, beta = rows[:, 0], rows[:, 1]
+    want_scan = scan_roots(alpha, beta, starts, ends)
+    parent = np.repeat(np.arange(starts.size), 2)[: starts.size]
+    want_apply = apply_pointwise(alpha, beta, parent, starts, ends, kind, 0.1)
+    for isa in pointwise_instruction_sets():
+        got_scan = scan_pairs(np.ascontiguousarray(rows), starts, ends, isa=isa)
+        for got, want in zip(got_scan, want_scan):
+            assert np.array_equal(got, want), isa
+        got_apply = apply_pairs(np.ascontiguousarray(rows), parent, starts, ends, kind, 0.1, isa=isa)
+        for got, want in zip(got_apply, want_apply):
+            assert got.shape == want.shape
+            assert np.array_equal(np.ascontiguousarray(got).view(np.uint8), np.ascontiguousarray(want).view(np.uint8)), isa
