@@ -220,9 +220,11 @@ class _Sweep:
 def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool, addend: np.ndarray | None = None) -> np.ndarray:
     """Apply a linear node to ``(n, 2, *shape)`` inputs, :data:`ROW_CHUNK` rows per call (half on large layers).
 
-    Element-wise kinds, and convolutions by the compiled fma kernel, take all
-    rows in one call: their result for a row does not depend on the other
-    rows, and their memory use does not grow with the call.
+    Element-wise kinds and convolutions by the compiled fma kernel take all
+    rows in one call, because their result for a row does not depend on the
+    other rows and their memory use does not grow with the call. ``addend``
+    is the constant of a folded constant-add node (see
+    :func:`folded_constants`), added by the compiled convolution.
     """
     n = inputs[0].shape[0]
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
