@@ -386,25 +386,63 @@ done:
 
 
 /* Check the dimensions and buffer sizes shared by both entry points; NULL when they are consistent. */
+/* Largest accepted dimension: sums and two-factor products of dimensions then fit in Py_ssize_t. */
+#define DIM_LIMIT ((Py_ssize_t)1 << 30)
+
+/* a * b, or -1 when a factor is negative or the product exceeds PY_SSIZE_T_MAX (so -1 propagates). */
+static Py_ssize_t mul(Py_ssize_t a, Py_ssize_t b)
+{
+    if (a < 0 || b < 0 || (a != 0 && b > PY_SSIZE_T_MAX / a))
+        return -1;
+    return a * b;
+}
+
+static Py_ssize_t mul4(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t e)
+{
+    return mul(mul(mul(a, b), c), e);
+}
+
+
 static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t out_len, const Py_buffer *bias,
                               const Py_buffer *addend)
 {
+    const Py_ssize_t dims[] = {d->batch, d->channels, d->height, d->width, d->out_channels, d->group_channels, d->kh,
+                               d->kw, d->groups, d->sh, d->sw, d->ph, d->pw, d->dh, d->dw, d->out_h, d->out_w};
+    for (size_t k = 0; k < sizeof(dims) / sizeof(dims[0]); k++)
+        if (dims[k] > DIM_LIMIT)
+            return "a dimension exceeds 2**30";
     if (d->batch < 0 || d->channels < 1 || d->height < 1 || d->width < 1 || d->out_channels < 1 ||
         d->group_channels < 1 || d->kh < 1 || d->kw < 1 || d->groups < 1 || d->sh < 1 || d->sw < 1 || d->ph < 0 ||
         d->pw < 0 || d->dh < 1 || d->dw < 1 || d->out_h < 1 || d->out_w < 1)
         return "a dimension is out of range";
     if (d->channels != d->groups * d->group_channels || d->out_channels % d->groups != 0)
         return "channels do not match groups";
-    if ((d->out_h - 1) * d->sh + (d->kh - 1) * d->dh >= d->height + 2 * d->ph ||
-        (d->out_w - 1) * d->sw + (d->kw - 1) * d->dw >= d->width + 2 * d->pw)
-        return "the output size reads past the padded input";
-    if (weight_len != (Py_ssize_t)sizeof(double) * d->out_channels * d->group_channels * d->kh * d->kw)
+    /* Every term below is under 2**62, so no sum overflows. */
+    Py_ssize_t reach_h = d->height + 2 * d->ph - (d->kh - 1) * d->dh - 1;
+    Py_ssize_t reach_w = d->width + 2 * d->pw - (d->kw - 1) * d->dw - 1;
+    if (reach_h < 0 || reach_w < 0 || d->out_h != reach_h / d->sh + 1 || d->out_w != reach_w / d->sw + 1)
+        return "out_h and out_w are not the output size of this input, kernel, padding, stride and dilation";
+    Py_ssize_t hp = d->height + 2 * d->ph, wp = d->width + 2 * d->pw;
+    Py_ssize_t per_group = d->out_channels / d->groups;
+    Py_ssize_t blocks = (per_group + OUT_BLOCK - 1) / OUT_BLOCK;
+    Py_ssize_t sizes[] = {
+        mul4((Py_ssize_t)sizeof(double), d->out_channels, d->group_channels, mul(d->kh, d->kw)),
+        mul4((Py_ssize_t)sizeof(double), d->batch, d->out_channels, mul(d->out_h, d->out_w)),
+        mul4((Py_ssize_t)sizeof(double), d->channels, hp, wp),
+        mul4((Py_ssize_t)sizeof(double) * OUT_BLOCK, mul(d->groups, blocks), d->group_channels, mul(d->kh, d->kw)),
+        mul4((Py_ssize_t)sizeof(double) * OUT_BLOCK, hp, wp, 1),
+        mul4((Py_ssize_t)sizeof(double), d->out_channels, d->out_h, d->out_w),
+    };
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+        if (sizes[k] < 0)
+            return "the dimensions overflow the addressable size";
+    if (weight_len != sizes[0])
         return "the weight buffer size does not match its dimensions";
-    if (out_len != (Py_ssize_t)sizeof(double) * d->batch * d->out_channels * d->out_h * d->out_w)
+    if (out_len != sizes[1])
         return "the output buffer size does not match its dimensions";
     if (d->bias != NULL && bias->len != (Py_ssize_t)sizeof(double) * d->out_channels)
         return "the bias buffer size does not match the output channels";
-    if (d->addend != NULL && addend->len != (Py_ssize_t)sizeof(double) * d->out_channels * d->out_h * d->out_w)
+    if (d->addend != NULL && addend->len != sizes[5])
         return "the addend buffer size does not match the output of one batch element";
     if (d->bias_mode != BIAS_NONE && d->bias_mode != BIAS_ALL && d->bias_mode != BIAS_EVEN)
         return "the bias mode is not 0, 1 or 2";
@@ -414,11 +452,20 @@ static const char *check_dims(const dims_t *d, Py_ssize_t weight_len, Py_ssize_t
 }
 
 
-/* Check one part against the dimensions: whole rows, and every row index inside them. */
-static const char *check_part(const dims_t *d, const Py_buffer *buf, const Py_buffer *index, part_t *part)
+/*
+ * Check one part against the dimensions: whole rows, and every row index
+ * inside them. The indices are copied into `owned` (freed by the caller), so
+ * that a buffer written during the convolution cannot change them.
+ */
+static const char *check_part(const dims_t *d, const Py_buffer *buf, const Py_buffer *index, part_t *part,
+                              long long **owned)
 {
-    Py_ssize_t row_bytes = (Py_ssize_t)sizeof(double) * part->channels * d->height * d->width;
-    if (part->channels < 1 || buf->len % row_bytes != 0)
+    if (part->channels < 1 || part->channels > DIM_LIMIT)
+        return "a part's channel count is out of range";
+    Py_ssize_t row_bytes = mul4((Py_ssize_t)sizeof(double), part->channels, d->height, d->width);
+    if (row_bytes <= 0)
+        return "the dimensions overflow the addressable size";
+    if (buf->len % row_bytes != 0)
         return "an input buffer size is not a whole number of rows of its channels";
     part->buf = (const double *)buf->buf;
     part->rows = buf->len / row_bytes;
@@ -430,7 +477,11 @@ static const char *check_part(const dims_t *d, const Py_buffer *buf, const Py_bu
     }
     if (index->len != (Py_ssize_t)sizeof(long long) * d->batch)
         return "a row index does not hold one int64 per batch element";
-    part->index = (const long long *)index->buf;
+    *owned = malloc(sizeof(long long) * (d->batch > 0 ? (size_t)d->batch : 1));
+    if (*owned == NULL)
+        return "out of memory for the row index";
+    memcpy(*owned, index->buf, sizeof(long long) * (size_t)d->batch);
+    part->index = *owned;
     for (Py_ssize_t b = 0; b < d->batch; b++)
         if (part->index[b] < 0 || part->index[b] >= part->rows)
             return "a row index points outside its input";
@@ -442,6 +493,8 @@ static const char *check_part(const dims_t *d, const Py_buffer *buf, const Py_bu
 static PyObject *finish(const char *problem, const dims_t *d, const part_t *parts, Py_ssize_t nparts,
                         const double *weight, double *out, int isa)
 {
+    if (problem == NULL && (isa < ISA_SCALAR || isa > ISA_AVX512))
+        problem = "isa must be 0 (best available), 1 (scalar), 2 (AVX2) or 3 (AVX-512)";
     if (problem == NULL && !isa_supported(isa))
         problem = "the requested instruction set is not available on this processor";
     if (problem != NULL) {
@@ -475,7 +528,7 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
 
     part_t part = {(const double *)xb.buf, d.channels, d.batch, NULL};
     const char *problem = check_dims(&d, wb.len, ob.len, &bb, &ab);
-    if (problem == NULL && xb.len != (Py_ssize_t)sizeof(double) * d.batch * d.channels * d.height * d.width)
+    if (problem == NULL && xb.len != mul4((Py_ssize_t)sizeof(double) * d.batch, d.channels, d.height, d.width))
         problem = "the input buffer size does not match its dimensions";
     PyObject *result = finish(problem, &d, &part, 1, (const double *)wb.buf, (double *)ob.buf, isa);
     PyBuffer_Release(&xb);
@@ -509,6 +562,7 @@ static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
     Py_ssize_t nparts = items == NULL ? 0 : PySequence_Fast_GET_SIZE(items);
     part_t *parts = nparts > 0 ? calloc((size_t)nparts, sizeof(part_t)) : NULL;
     Py_buffer *buffers = nparts > 0 ? calloc((size_t)(2 * nparts), sizeof(Py_buffer)) : NULL;
+    long long **owned = nparts > 0 ? calloc((size_t)nparts, sizeof(long long *)) : NULL;
     Py_ssize_t parsed = 0;
     PyObject *result = NULL;
     const char *problem = NULL;
@@ -516,7 +570,7 @@ static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
         goto done;
     if (nparts == 0) {
         problem = "parts is empty";
-    } else if (parts == NULL || buffers == NULL) {
+    } else if (parts == NULL || buffers == NULL || owned == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -527,12 +581,17 @@ static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
     }
     if (problem == NULL) {
         Py_ssize_t channels = 0;
-        for (Py_ssize_t k = 0; k < nparts; k++)
-            channels += parts[k].channels;
-        problem = channels != d.channels ? "the parts' channels do not add up to the input channels"
-                                         : check_dims(&d, wb.len, ob.len, &bb, &ab);
+        for (Py_ssize_t k = 0; problem == NULL && k < nparts; k++) {
+            if (parts[k].channels < 1 || parts[k].channels > DIM_LIMIT)
+                problem = "a part's channel count is out of range";
+            else
+                channels += parts[k].channels;
+        }
+        if (problem == NULL)
+            problem = channels != d.channels ? "the parts' channels do not add up to the input channels"
+                                             : check_dims(&d, wb.len, ob.len, &bb, &ab);
         for (Py_ssize_t k = 0; problem == NULL && k < nparts; k++)
-            problem = check_part(&d, &buffers[2 * k], &buffers[2 * k + 1], &parts[k]);
+            problem = check_part(&d, &buffers[2 * k], &buffers[2 * k + 1], &parts[k], &owned[k]);
     }
     result = finish(problem, &d, parts, nparts, (const double *)wb.buf, (double *)ob.buf, isa);
 
@@ -542,6 +601,9 @@ done:
         if (buffers[2 * k + 1].obj != NULL)
             PyBuffer_Release(&buffers[2 * k + 1]);
     }
+    for (Py_ssize_t k = 0; owned != NULL && k < nparts; k++)
+        free(owned[k]);
+    free(owned);
     free(parts);
     free(buffers);
     Py_XDECREF(items);

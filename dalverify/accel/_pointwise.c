@@ -25,6 +25,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -196,6 +197,24 @@ static Py_ssize_t apply_row_avx2(const double *a, const double *b, Py_ssize_t un
 #endif /* DV_X86 */
 
 
+/* Largest accepted n, m or units: their products with 16 then fit in Py_ssize_t. */
+#define DIM_LIMIT ((Py_ssize_t)1 << 30)
+
+/* a * b, or -1 when a factor is negative or the product exceeds PY_SSIZE_T_MAX (so -1 propagates). */
+static Py_ssize_t mul(Py_ssize_t a, Py_ssize_t b)
+{
+    if (a < 0 || b < 0 || (a != 0 && b > PY_SSIZE_T_MAX / a))
+        return -1;
+    return a * b;
+}
+
+static const char *isa_problem(int isa)
+{
+    if (isa < ISA_SCALAR || isa > ISA_AVX512)
+        return "isa must be 0 (best available), 1 (scalar), 2 (AVX2) or 3 (AVX-512)";
+    return NULL;
+}
+
 static int isa_supported(int isa)
 {
     if (isa == ISA_SCALAR)
@@ -231,10 +250,14 @@ static PyObject *py_count_inside(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*y*y*w*nni", &xb, &sb, &eb, &cb, &n, &units, &isa))
         return NULL;
     isa = resolve_isa(isa);
-    const char *problem = NULL;
-    if (n < 0 || units < 0)
-        problem = "a dimension is negative";
-    else if (xb.len != (Py_ssize_t)sizeof(double) * n * 2 * units)
+    const char *problem = isa_problem(isa);
+    if (problem != NULL)
+        ;
+    else if (n < 0 || units < 0 || n > DIM_LIMIT || units > DIM_LIMIT)
+        problem = "n and units must lie in 0..2**30";
+    else if (mul(mul(n, units), 2 * (Py_ssize_t)sizeof(double)) < 0)
+        problem = "the dimensions overflow the addressable size";
+    else if (xb.len != mul(mul(n, units), 2 * (Py_ssize_t)sizeof(double)))
         problem = "x must hold n * 2 * units float64 values";
     else if (sb.len != (Py_ssize_t)sizeof(double) * n || eb.len != sb.len)
         problem = "starts and ends must hold n float64 values";
@@ -282,18 +305,23 @@ static PyObject *py_apply(PyObject *self, PyObject *args)
                           &slope, &isa))
         return NULL;
     isa = resolve_isa(isa);
-    const char *problem = NULL;
-    if (n < 0 || m < 0 || units < 0)
-        problem = "a dimension is negative";
-    else if (xb.len != (Py_ssize_t)sizeof(double) * n * 2 * units)
+    const char *problem = isa_problem(isa);
+    int64_t *parent = NULL;
+    if (problem != NULL)
+        ;
+    else if (n < 0 || m < 0 || units < 0 || n > DIM_LIMIT || m > DIM_LIMIT || units > DIM_LIMIT)
+        problem = "n, m and units must lie in 0..2**30";
+    else if (mul(mul(n, units), 2 * (Py_ssize_t)sizeof(double)) < 0 || mul(mul(m, units), 16) < 0)
+        problem = "the dimensions overflow the addressable size";
+    else if (xb.len != mul(mul(n, units), 2 * (Py_ssize_t)sizeof(double)))
         problem = "x must hold n * 2 * units float64 values";
     else if (pb.len != (Py_ssize_t)sizeof(int64_t) * m)
         problem = "parent must hold m int64 values";
     else if (sb.len != (Py_ssize_t)sizeof(double) * m || eb.len != sb.len)
         problem = "starts and ends must hold m float64 values";
-    else if (ob.len != (Py_ssize_t)sizeof(double) * 2 * m * units)
+    else if (ob.len != mul(mul(m, units), 2 * (Py_ssize_t)sizeof(double)))
         problem = "out must hold m * 2 * units float64 values";
-    else if (tb.len != m * units)
+    else if (tb.len != mul(m, units))
         problem = "bits must hold m * units bytes";
     else if (cb.len != (Py_ssize_t)sizeof(int64_t) * m)
         problem = "bound must hold m int64 values";
@@ -301,7 +329,14 @@ static PyObject *py_apply(PyObject *self, PyObject *args)
         problem = "kind must be 0 (relu), 1 (leaky relu) or 2 (abs)";
     else if (!isa_supported(isa))
         problem = "the requested instruction set is not available on this processor";
-    const int64_t *parent = pb.buf;
+    if (problem == NULL) {
+        /* A private copy, so that a buffer written below cannot change the indices after the check. */
+        parent = malloc(sizeof(int64_t) * (m > 0 ? (size_t)m : 1));
+        if (parent == NULL)
+            problem = "out of memory for the parent index";
+        else
+            memcpy(parent, pb.buf, sizeof(int64_t) * (size_t)m);
+    }
     for (Py_ssize_t k = 0; problem == NULL && k < m; k++)
         if (parent[k] < 0 || parent[k] >= n)
             problem = "a parent index points outside x";
@@ -326,6 +361,7 @@ static PyObject *py_apply(PyObject *self, PyObject *args)
         }
         Py_END_ALLOW_THREADS
     }
+    free(parent);
     PyBuffer_Release(&xb);
     PyBuffer_Release(&pb);
     PyBuffer_Release(&sb);

@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from dalverify.accel.direct_conv import available
+from dalverify.errors import InputError
 
 try:
     from dalverify.accel import _pointwise
@@ -320,6 +321,15 @@ def pointwise_instruction_sets() -> list[str]:
     return [] if _pointwise is None else list(_pointwise.instruction_sets())
 
 
+def _pair_arguments(x: np.ndarray, isa: str, *bounds: np.ndarray) -> list[np.ndarray]:
+    """Check ``x`` and ``isa`` for the C passes and return ``bounds`` as contiguous float64 arrays."""
+    if isa not in _ISA_CODES:
+        raise InputError(f"isa={isa!r} is unknown; use one of {sorted(_ISA_CODES)}")
+    if x.dtype != np.float64 or x.ndim != 3 or x.shape[1] != 2 or not x.flags.c_contiguous:
+        raise InputError(f"x must be a C-contiguous float64 array (n, 2, units), got {x.dtype} {x.shape}")
+    return [np.ascontiguousarray(bound, dtype=np.float64) for bound in bounds]
+
+
 def _roots_of_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Return ``-alpha / (beta + 0.0)`` on the given rows of ``x`` (``(n, 2, units)``), by numpy's IEEE operations."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -335,6 +345,7 @@ def scan_pairs(x: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     few segments that have any, with the same operations, so the result is
     :func:`scan_roots`'s bit for bit. Needs :func:`pointwise_compiled`.
     """
+    starts, ends = _pair_arguments(x, isa, starts, ends)
     n, _, units = x.shape
     counts = np.empty(n, dtype=np.int64)
     _pointwise.count_inside(x, starts, ends, counts, n, units, _ISA_CODES[isa])
@@ -356,6 +367,10 @@ def apply_pairs(x: np.ndarray, parent: np.ndarray, starts: np.ndarray, ends: np.
     have any are listed by numpy. ``x`` is a C-contiguous ``(n, 2, units)``
     float64 array. Needs :func:`pointwise_compiled`.
     """
+    starts, ends = _pair_arguments(x, isa, starts, ends)
+    if not np.isfinite(slope):
+        # With a NaN slope the NaN payload of slope * a would depend on the operand order.
+        raise InputError(f"slope={slope!r} must be finite")
     n, _, units = x.shape
     m = parent.size
     parent = np.ascontiguousarray(parent, dtype=np.int64)

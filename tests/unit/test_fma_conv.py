@@ -187,7 +187,7 @@ def test_the_extension_checks_buffer_sizes_itself():
         _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 3)), dims, 0, None, 0, None)
     with pytest.raises(ValueError, match="input buffer"):
         _fmaconv.conv2d(x[:, :1], weight, np.zeros((1, 2, 4, 4)), dims, 0, None, 0, None)
-    with pytest.raises(ValueError, match="reads past"):
+    with pytest.raises(ValueError, match="not the output size"):
         _fmaconv.conv2d(x, weight, np.zeros((1, 2, 5, 4)), dims[:15] + (5, 4), 0, None, 0, None)
     with pytest.raises(ValueError, match="bias buffer"):
         _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 4)), dims, 0, np.zeros(3), 1, None)
@@ -273,3 +273,58 @@ def test_addend_is_added_like_a_following_constant_node(with_bias, bias_rows):
     assert np.array_equal(channel, conv2d_fma(x, weight, (1, 1), (1, 1), (1, 1), 1) + 1.0)
     with pytest.raises(InputError, match="does not broadcast"):
         conv2d_fma_parts([(x, None)], weight, (1, 1), (1, 1), (1, 1), 1, addend=np.ones((3, 5, 7)))
+
+
+@needs_extension
+@pytest.mark.parametrize("dims", [
+    (2**61 + 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1),  # batch * O * out_h * out_w wraps
+    (1, 1, 3, 768614336404564651, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1),  # H * W wraps
+    (1, 1, 1, 1, 1, 1, 274177, 67280421310721, 1, 1, 1, 137088, 33640210655360, 1, 1, 1, 1),  # kh * kw wraps
+    (1, 1, 3, 1, 1, 1, 1, 1, 1, 2**62 + 2**40, 1, 0, 0, 1, 1, 3, 1),  # the reach term wraps
+])
+def test_dimensions_that_overflow_are_refused(dims):
+    # Each of these once passed the size checks through a wrapped product
+    # and then read or wrote far outside its buffers.
+    from dalverify.accel import _fmaconv
+
+    with pytest.raises(ValueError, match="exceeds 2"):
+        _fmaconv.conv2d(bytearray(8), bytearray(8), bytearray(8), dims, 1, None, 0, None)
+
+
+@needs_extension
+def test_part_channels_that_overflow_are_refused():
+    from dalverify.accel import _fmaconv
+
+    with pytest.raises(ValueError, match="channel count"):
+        _fmaconv.conv2d_parts([(bytearray(8), 2**61 + 1, None)] * 8, bytearray(64), bytearray(8),
+                              (1, 8, 1, 1, 1, 8, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1), 1, None, 0, None)
+    with pytest.raises(ValueError, match="exceeds 2"):
+        _fmaconv.conv2d_parts([(bytearray(0), 1, None)], bytearray(8), bytearray(8),
+                              (1, 1, 2**32, 2**29, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1), 1, None, 0, None)
+
+
+@needs_extension
+def test_row_index_sharing_the_output_cannot_move_the_reads():
+    # The indices are copied before the kernel writes: a row index that lies
+    # in the output buffer keeps the value it had when it was checked.
+    from dalverify.accel import _fmaconv
+
+    memory = bytearray(32)
+    view = memoryview(memory)
+    memory[0:24] = np.array([0, 1, 1], dtype=np.int64).tobytes()
+    rows = np.array([1.0, 2.0]).reshape(2, 1, 1, 1)
+    _fmaconv.conv2d_parts([(rows.tobytes(), 1, view[0:24])], np.array([3.0]).tobytes(), view[8:32],
+                          (3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1), 1, None, 0, None)
+    assert np.frombuffer(memory[8:32]).tolist() == [3.0, 6.0, 6.0]
+
+
+@needs_extension
+def test_isa_codes_and_output_sizes_are_checked():
+    from dalverify.accel import _fmaconv
+
+    dims = (1, 1, 4, 4, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4)
+    for code in (-1, 4):
+        with pytest.raises(ValueError, match="isa must be"):
+            _fmaconv.conv2d(bytearray(128), bytearray(72), bytearray(128), dims, code, None, 0, None)
+    with pytest.raises(ValueError, match="not the output size"):
+        _fmaconv.conv2d(bytearray(128), bytearray(72), bytearray(72), dims[:15] + (3, 3), 0, None, 0, None)

@@ -202,3 +202,39 @@ def test_every_compiled_path_equals_the_numba_passes(case):
         for got, want in zip(got_apply, want_apply):
             assert got.shape == want.shape
             assert np.array_equal(np.ascontiguousarray(got).view(np.uint8), np.ascontiguousarray(want).view(np.uint8)), isa
+
+
+@pytest.mark.skipif(not pointwise_compiled(), reason="the compiled element-wise passes are not built")
+def test_compiled_passes_check_their_arguments():
+    from dalverify.accel import _pointwise
+    from dalverify.errors import InputError
+
+    x = np.array([[[-1.5], [1.0]]])
+    # Integer bounds are converted, not read as float64 bits.
+    assert scan_pairs(x, np.array([1]), np.array([2]))[2].tolist() == [1.5]
+    with pytest.raises(InputError, match="isa='sse'"):
+        scan_pairs(x, np.array([1.0]), np.array([2.0]), isa="sse")
+    with pytest.raises(InputError, match="C-contiguous float64"):
+        scan_pairs(x.astype(np.float32), np.array([1.0]), np.array([2.0]))
+    with pytest.raises(InputError, match="slope=nan"):
+        apply_pairs(x, np.array([0]), np.array([1.0]), np.array([2.0]), "leaky_relu", float("nan"))
+    with pytest.raises(ValueError, match="must lie in"):
+        _pointwise.count_inside(bytearray(16), bytearray(8), bytearray(8), bytearray(8), 1, 2**60 + 1, 1)
+    with pytest.raises(ValueError, match="isa must be"):
+        _pointwise.count_inside(bytearray(16), bytearray(8), bytearray(8), bytearray(8), 1, 1, 7)
+
+
+@pytest.mark.skipif(not pointwise_compiled(), reason="the compiled element-wise passes are not built")
+def test_parent_sharing_the_bound_buffer_cannot_move_the_reads():
+    # The parent indices are copied before any bound is written.
+    from dalverify.accel import _pointwise
+
+    units = 1000
+    x = np.zeros((1, 2, units))
+    x[0, 0], x[0, 1] = -1.0, 1.0
+    memory = bytearray(24)
+    view = memoryview(memory)
+    out = np.empty((2, 2, units))
+    bits = np.empty((2, units), dtype=np.uint8)
+    _pointwise.apply(x, view[0:16], np.zeros(2), np.ones(2), out, bits, view[8:24], 1, 2, units, 0, 0.0, 1)
+    assert np.array_equal(out[0], out[1])
