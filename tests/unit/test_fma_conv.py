@@ -175,7 +175,7 @@ def test_bad_arguments_are_refused_with_the_value():
 
 
 @needs_extension
-def test_the_extension_checks_buffer_sizes_itself():
+def test_extension_checks_buffer_sizes():
     # The wrapper sizes the buffers; the extension must still refuse a wrong
     # one rather than read or write past it.
     from dalverify.accel import _fmaconv
@@ -304,7 +304,7 @@ def test_part_channels_that_overflow_are_refused():
 
 
 @needs_extension
-def test_row_index_sharing_the_output_cannot_move_the_reads():
+def test_row_index_aliasing_output_is_safe():
     # The indices are copied before the kernel writes: a row index that lies
     # in the output buffer keeps the value it had when it was checked.
     from dalverify.accel import _fmaconv

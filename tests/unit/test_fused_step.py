@@ -225,7 +225,7 @@ def test_compiled_passes_check_their_arguments():
 
 
 @pytest.mark.skipif(not pointwise_compiled(), reason="the compiled element-wise passes are not built")
-def test_parent_sharing_the_bound_buffer_cannot_move_the_reads():
+def test_parent_aliasing_bound_is_safe():
     # The parent indices are copied before any bound is written.
     from dalverify.accel import _pointwise
 
