@@ -158,7 +158,8 @@ def conv2d_fast(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gr
     """2-D cross-correlation by the fastest kernel this install has.
 
     The compiled fma-chain convolution (:mod:`dalverify.accel.fma_conv`) when
-    the extension is built; otherwise the faster of the numba direct kernel
+    the extension is built and this processor has its AVX2 or AVX-512 path;
+    otherwise the faster of the numba direct kernel
     and the column-buffer product, chosen by layer shape; without numba the
     reference convolution. The choice depends on the install and the layer's
     shapes only, never on the batch, so a batch element gets the same bits in
@@ -166,7 +167,7 @@ def conv2d_fast(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, gr
     """
     from dalverify.graph.reference import conv2d
 
-    if fma_conv.available():
+    if fma_conv.preferred():
         return fma_conv.conv2d_fma(x, weight, stride, padding, dilation, groups)
     if not _AVAILABLE:
         return conv2d(x, weight, stride, padding, dilation, groups)

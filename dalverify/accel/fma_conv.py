@@ -35,6 +35,15 @@ def available() -> bool:
     return _fmaconv is not None
 
 
+def preferred() -> bool:
+    """Return whether the walk should convolve with this kernel: built, with a vector path on this processor.
+
+    The scalar path gives the same bits but is slower than the numba kernels,
+    so a processor without AVX2 keeps those.
+    """
+    return _fmaconv is not None and any(name != "scalar" for name in instruction_sets())
+
+
 def instruction_sets() -> list[str]:
     """Return the paths this processor can run (``"scalar"`` always), or [] without the extension."""
     return [] if _fmaconv is None else list(_fmaconv.instruction_sets())
@@ -152,4 +161,4 @@ def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, group
     return out
 
 
-__all__ = ["BIAS_ROWS", "ISA_CODES", "available", "conv2d_fma", "conv2d_fma_parts", "instruction_sets"]
+__all__ = ["BIAS_ROWS", "ISA_CODES", "available", "conv2d_fma", "conv2d_fma_parts", "instruction_sets", "preferred"]

@@ -312,8 +312,12 @@ def apply_pointwise(alpha: np.ndarray, beta: np.ndarray, parent: np.ndarray, sta
 
 
 def pointwise_compiled() -> bool:
-    """Return whether the C passes of :func:`scan_pairs` and :func:`apply_pairs` were built."""
-    return _pointwise is not None
+    """Return whether the C passes of :func:`scan_pairs` and :func:`apply_pairs` were built with a vector path here.
+
+    Their scalar path gives the same bits as the numba passes but no speed,
+    so the sweep uses them only where AVX2 or AVX-512 runs.
+    """
+    return _pointwise is not None and any(name != "scalar" for name in _pointwise.instruction_sets())
 
 
 def pointwise_instruction_sets() -> list[str]:

@@ -228,7 +228,7 @@ def _apply(node: Node, inputs: list[np.ndarray], conv, fused: bool, addend: np.n
     """
     n = inputs[0].shape[0]
     rows = [x.reshape((2 * n,) + x.shape[2:]) for x in inputs]
-    if node.kind == "conv2d" and conv is conv2d_fast and fma_conv.available():
+    if node.kind == "conv2d" and conv is conv2d_fast and fma_conv.preferred():
         attrs = node.attrs
         out = fma_conv.conv2d_fma_parts([(rows[0], None)], node.params["weight"], attrs["stride"], attrs["padding"],
                                         attrs["dilation"], attrs["groups"], bias=node.params.get("bias"),
@@ -510,7 +510,7 @@ def _plan(graph: Graph, conv) -> tuple[list[int], dict[int, int], dict[int, int]
     deferred concatenation are read by its convolution, so they live until
     then.
     """
-    compiled = conv is conv2d_fast and fma_conv.available()
+    compiled = conv is conv2d_fast and fma_conv.preferred()
     deferred = deferred_concats(graph) if compiled else {}
     folded = folded_constants(graph) if compiled else {}
     last = last_uses(graph)

@@ -119,3 +119,17 @@ def test_without_numba_the_reference_kernels_run(monkeypatch):
     weight = rng.normal(size=(8, 8, 3, 3))
     assert direct_conv.default_kernels() == "reference"
     assert np.array_equal(conv2d_fast(x, weight, (1, 1), (1, 1), (1, 1), 1), conv2d(x, weight, (1, 1), (1, 1), (1, 1), 1))
+
+
+@needs_numba
+def test_scalar_only_extension_leaves_numba_kernels(monkeypatch):
+    # The C scalar path is slower than numba's loops, so it is not preferred.
+    from dalverify.accel import fma_conv
+
+    monkeypatch.setattr(fma_conv, "instruction_sets", lambda: ["scalar"])
+    assert not fma_conv.preferred()
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 8, 64, 64))
+    weight = rng.normal(size=(8, 8, 3, 3))
+    assert np.array_equal(conv2d_fast(x, weight, (1, 1), (1, 1), (1, 1), 1),
+                          conv2d_direct(x, weight, (1, 1), (1, 1), (1, 1), 1))
