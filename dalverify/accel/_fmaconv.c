@@ -19,12 +19,12 @@
  * the flat positions (including the Wp - out_w columns between rows that no
  * output keeps) and then copies the kept columns out.
  *
- * A constant term, when given, is added to the finished chain (one more
- * rounding), as the reference adds it to a finished convolution; an addend
- * map (a constant node that follows the convolution) is added after it, with
- * one more rounding.
+ * A constant term, when given, is added to the finished chain with one more
+ * rounding, as the reference adds it to a finished convolution. An addend
+ * map (a constant node that follows the convolution) is then added with one
+ * more rounding.
  *
- * The module exposes conv2d and conv2d_parts on buffers; the Python
+ * The module exposes conv2d_parts on buffers; the Python
  * wrapper dalverify.accel.fma_conv checks shapes and dtypes.
  */
 
@@ -274,8 +274,8 @@ static int best_isa(void)
 
 /*
  * One block of input channels. The input of the convolution is the
- * concatenation of its parts along the channels, in order; batch element b
- * of the convolution reads row index[b] of the part (row b without index).
+ * concatenation of its parts along the channels, in order. Batch element b
+ * of the convolution reads row index[b] of the part, or row b without index.
  */
 typedef struct {
     const double *buf;
@@ -511,37 +511,6 @@ static PyObject *finish(const char *problem, const dims_t *d, const part_t *part
 }
 
 
-static PyObject *py_conv2d(PyObject *self, PyObject *args)
-{
-    Py_buffer xb, wb, ob, bb = {0}, ab = {0};
-    dims_t d;
-    int isa;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*w*(nnnnnnnnnnnnnnnnn)iz*iz*", &xb, &wb, &ob, &d.batch, &d.channels, &d.height,
-                          &d.width, &d.out_channels, &d.group_channels, &d.kh, &d.kw, &d.groups, &d.sh, &d.sw,
-                          &d.ph, &d.pw, &d.dh, &d.dw, &d.out_h, &d.out_w, &isa, &bb, &d.bias_mode, &ab))
-        return NULL;
-    d.bias = (const double *)bb.buf;
-    d.addend = (const double *)ab.buf;
-    if (isa == ISA_AUTO)
-        isa = best_isa();
-
-    part_t part = {(const double *)xb.buf, d.channels, d.batch, NULL};
-    const char *problem = check_dims(&d, wb.len, ob.len, &bb, &ab);
-    if (problem == NULL && xb.len != mul4((Py_ssize_t)sizeof(double) * d.batch, d.channels, d.height, d.width))
-        problem = "the input buffer size does not match its dimensions";
-    PyObject *result = finish(problem, &d, &part, 1, (const double *)wb.buf, (double *)ob.buf, isa);
-    PyBuffer_Release(&xb);
-    PyBuffer_Release(&wb);
-    PyBuffer_Release(&ob);
-    if (bb.obj != NULL)
-        PyBuffer_Release(&bb);
-    if (ab.obj != NULL)
-        PyBuffer_Release(&ab);
-    return result;
-}
-
-
 static PyObject *py_conv2d_parts(PyObject *self, PyObject *args)
 {
     PyObject *sequence;
@@ -641,16 +610,14 @@ static PyObject *py_instruction_sets(PyObject *self, PyObject *unused)
 
 
 static PyMethodDef methods[] = {
-    {"conv2d", py_conv2d, METH_VARARGS,
-     "conv2d(x, weight, out, dims, isa, bias, bias_mode, addend): float64 cross-correlation by fma chains.\n"
+    {"conv2d_parts", py_conv2d_parts, METH_VARARGS,
+     "conv2d_parts(parts, weight, out, dims, isa, bias, bias_mode, addend): float64 cross-correlation by fma\n"
+     "chains into out. parts gives the input as channel blocks, a sequence of (buffer, channels, index),\n"
+     "where index is None or one int64 per batch element naming the row of that buffer to read.\n"
      "dims = (batch, C, H, W, O, C/groups, kh, kw, groups, sh, sw, ph, pw, dh, dw, out_h, out_w);\n"
      "isa: 0 best available, 1 scalar, 2 AVX2, 3 AVX-512; bias: None or O float64 values added\n"
      "after the chain, then addend (None or O * out_h * out_w values) after the bias (bias_mode 1: every\n"
      "row; 2: even rows, odd rows get + 0.0 * bias and + 0.0 * addend)."},
-    {"conv2d_parts", py_conv2d_parts, METH_VARARGS,
-     "conv2d_parts(parts, weight, out, dims, isa, bias, bias_mode, addend): as conv2d, with the input as its\n"
-     "channel blocks: parts is a sequence of (buffer, channels, index), where index is None or one int64\n"
-     "per batch element naming the row of that buffer to read."},
     {"instruction_sets", py_instruction_sets, METH_NOARGS,
      "instruction_sets(): names of the paths this processor can run, slowest first."},
     {NULL, NULL, 0, NULL},

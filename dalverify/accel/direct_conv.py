@@ -155,7 +155,7 @@ def conv2d_direct(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
 
 
 def conv2d_fast(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
-    """2-D cross-correlation by the fastest kernel this install has.
+    """Compute a 2-D cross-correlation by the fastest kernel this install has.
 
     The compiled fma-chain convolution (:mod:`dalverify.accel.fma_conv`) when
     the extension is built and this processor has its AVX2 or AVX-512 path;

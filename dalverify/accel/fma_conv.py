@@ -99,9 +99,10 @@ def conv2d_fma_parts(parts, weight: np.ndarray, stride, padding, dilation, group
     concatenation and the gathers cost no extra pass over memory.
 
     ``addend``, when given, is an array broadcastable to one batch element's
-    output ``(O, out_h, out_w)``, added after the bias with one more rounding
-    on the rows that ``bias_rows`` names (``+ 0.0 * addend`` on the others):
-    the bits of a constant-add node that follows the convolution.
+    output ``(O, out_h, out_w)``. It is added after the bias, with one more
+    rounding, on the rows that ``bias_rows`` names (``+ 0.0 * addend`` on the
+    others), which gives the bits of a constant-add node that follows the
+    convolution.
     """
     if _fmaconv is None:
         raise RuntimeError("the compiled convolution is not built; reinstall dalverify with a C compiler "

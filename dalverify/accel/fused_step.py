@@ -433,9 +433,9 @@ def conv_transpose2d_fused(x: np.ndarray, weight: np.ndarray, stride, padding, o
                            out: np.ndarray | None = None) -> np.ndarray:
     """Compute :func:`dalverify.graph.reference.conv_transpose2d`, plus an optional bias, bit for bit.
 
-    The per-tap products are the reference's matrix product; the compiled
+    The per-tap products are the reference's matrix product. The compiled
     loop then adds the taps into a zeroed output in the reference's
-    ``(i, j)`` order, skipping the positions that the padding crops, and adds
+    ``(i, j)`` order, skipping the positions that the padding crops. It adds
     ``bias`` as :func:`dalverify.graph.reference.apply_linear` does: on every
     row, or with ``bias_rows="even"`` on even rows with ``+ 0.0 * bias`` on
     odd ones. That replaces the strided slice additions, a full-size

@@ -4,10 +4,10 @@ A layer-major sweep allocates and frees one array of tens of megabytes per
 node of the graph, a few hundred times per sweep. glibc serves blocks above
 its mmap threshold (128 KiB at first) with fresh ``mmap`` calls and unmaps
 them on ``free``, so every node's output is zero-filled by the kernel and
-faulted in page by page again. Measured on the 2-core x86_64 machine of
+faulted in page by page again. On the 2-core x86_64 machine of
 ``benchmarks/RESULTS.md`` (32 x 32 U-Net, 1 sd, another job on the second
-core): 3.4 of 13 CPU seconds were system time, and raising the thresholds
-cut it to 1.4 and the walk from 3.3 to 2.7 s.
+core), 3.4 of 13 CPU seconds were system time. Raising the thresholds cut
+that to 1.4 s and the walk from 3.3 to 2.7 s.
 
 :func:`reuse_freed_memory` raises the mmap and trim thresholds with
 ``mallopt`` for the duration of a ``with`` block, so freed blocks stay in

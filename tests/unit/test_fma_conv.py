@@ -184,13 +184,13 @@ def test_extension_checks_buffer_sizes():
     weight = np.zeros((2, 2, 3, 3))
     dims = (1, 2, 4, 4, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4)
     with pytest.raises(ValueError, match="output buffer"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 3)), dims, 0, None, 0, None)
+        _fmaconv.conv2d_parts([(x, 2, None)], weight, np.zeros((1, 2, 4, 3)), dims, 0, None, 0, None)
     with pytest.raises(ValueError, match="input buffer"):
-        _fmaconv.conv2d(x[:, :1], weight, np.zeros((1, 2, 4, 4)), dims, 0, None, 0, None)
+        _fmaconv.conv2d_parts([(x[:, :1].copy(), 2, None)], weight, np.zeros((1, 2, 4, 4)), dims, 0, None, 0, None)
     with pytest.raises(ValueError, match="not the output size"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 5, 4)), dims[:15] + (5, 4), 0, None, 0, None)
+        _fmaconv.conv2d_parts([(x, 2, None)], weight, np.zeros((1, 2, 5, 4)), dims[:15] + (5, 4), 0, None, 0, None)
     with pytest.raises(ValueError, match="bias buffer"):
-        _fmaconv.conv2d(x, weight, np.zeros((1, 2, 4, 4)), dims, 0, np.zeros(3), 1, None)
+        _fmaconv.conv2d_parts([(x, 2, None)], weight, np.zeros((1, 2, 4, 4)), dims, 0, np.zeros(3), 1, None)
 
 
 def test_missing_extension_names_the_fix(monkeypatch):
@@ -288,7 +288,7 @@ def test_dimensions_that_overflow_are_refused(dims):
     from dalverify.accel import _fmaconv
 
     with pytest.raises(ValueError, match="exceeds 2"):
-        _fmaconv.conv2d(bytearray(8), bytearray(8), bytearray(8), dims, 1, None, 0, None)
+        _fmaconv.conv2d_parts([(bytearray(8), dims[1], None)], bytearray(8), bytearray(8), dims, 1, None, 0, None)
 
 
 @needs_extension
@@ -325,6 +325,6 @@ def test_isa_codes_and_output_sizes_are_checked():
     dims = (1, 1, 4, 4, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4)
     for code in (-1, 4):
         with pytest.raises(ValueError, match="isa must be"):
-            _fmaconv.conv2d(bytearray(128), bytearray(72), bytearray(128), dims, code, None, 0, None)
+            _fmaconv.conv2d_parts([(bytearray(128), 1, None)], bytearray(72), bytearray(128), dims, code, None, 0, None)
     with pytest.raises(ValueError, match="not the output size"):
-        _fmaconv.conv2d(bytearray(128), bytearray(72), bytearray(72), dims[:15] + (3, 3), 0, None, 0, None)
+        _fmaconv.conv2d_parts([(bytearray(128), 1, None)], bytearray(72), bytearray(72), dims[:15] + (3, 3), 0, None, 0, None)
