@@ -285,3 +285,31 @@ def test_sweep_keeps_only_the_output_at_the_end(ddim_unet):
     last, deferred, folded = _plan(ddim_unet, conv)
     sweep = _sweep(ddim_unet, a, b, -0.3, 0.3, 1000, last, conv, kernels == "fast", None, deferred, folded)
     assert set(sweep.values) == {ddim_unet.output}
+
+
+@pytest.mark.parametrize("max_segments", [3, 8, 40])
+def test_shortened_sweeps_keep_the_partition(small_unet, max_segments, monkeypatch):
+    # After the first sweep, each sweep covers a shortened range whose end is
+    # not a breakpoint; its last segment is dropped and swept again. The
+    # partition must stay the piece-by-piece walk's, outputs included.
+    import dalverify.line.layer_major as layer_major
+
+    ranges = []
+    original = layer_major._sweep
+
+    def recording(graph, a, b, lo, hi, *rest, **options):
+        ranges.append((lo, hi))
+        return original(graph, a, b, lo, hi, *rest, **options)
+
+    monkeypatch.setattr(layer_major, "_sweep", recording)
+    rng = np.random.default_rng(max_segments)
+    a, b = rng.normal(size=(2, 1, 16, 16))
+    reference = walk_reference(small_unet, a, b, -1.5, 1.5, record_outputs=True)
+    swept = walk_layer_major(small_unet, a, b, -1.5, 1.5, max_segments=max_segments, record_outputs=True,
+                             kernels="reference")
+    assert any(end < 1.5 for _, end in ranges[1:])
+    assert summary(swept) == summary(reference)
+    for (lo1, hi1, alpha1, beta1), (lo2, hi2, alpha2, beta2) in zip(swept.outputs, reference.outputs):
+        assert (lo1, hi1) == (lo2, hi2)
+        assert np.array_equal(alpha1, alpha2)
+        assert np.array_equal(beta1, beta2)
