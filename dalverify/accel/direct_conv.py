@@ -157,10 +157,10 @@ def conv2d_direct(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
 def conv2d_fast(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
     """Compute a 2-D cross-correlation by the fastest kernel this install has.
 
-    The compiled fma-chain convolution (:mod:`dalverify.accel.fma_conv`) when
-    the extension is built and this processor has its AVX2 or AVX-512 path;
-    otherwise the faster of the numba direct kernel
-    and the column-buffer product, chosen by layer shape; without numba the
+    The compiled fma-chain convolution (:mod:`dalverify.accel.fma_conv`) runs
+    when the extension is built and this processor has its AVX2 or AVX-512
+    path. Otherwise the faster of the numba direct kernel and the
+    column-buffer product runs, chosen by layer shape, and without numba the
     reference convolution. The choice depends on the install and the layer's
     shapes only, never on the batch, so a batch element gets the same bits in
     any batch.

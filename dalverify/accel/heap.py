@@ -35,7 +35,7 @@ GLIBC_INITIAL_THRESHOLD = 128 * 1024
 
 #: Blocks up to this size come from the heap during a block. It exceeds the
 #: largest per-node array of a 64 x 64 sweep under the default memory budget
-#: (about 70 MB). A glibc that rejects it gets 32 MiB, its documented maximum.
+#: (about 70 MB). A glibc that rejects it gets 32 MiB instead.
 REUSE_THRESHOLD = 1 << 30
 FALLBACK_THRESHOLD = 32 << 20
 

@@ -322,6 +322,15 @@ class _Parts:
         return (0,)
 
 
+def _readers(graph: Graph) -> dict[int, list[Node]]:
+    """Return, per node id, the nodes that read it, in graph order."""
+    readers: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        for source in node.inputs:
+            readers.setdefault(source, []).append(node)
+    return readers
+
+
 def deferred_concats(graph: Graph) -> dict[int, int]:
     """Return ``{concat id: conv id}`` for channel concatenations read by one convolution only.
 
@@ -329,10 +338,7 @@ def deferred_concats(graph: Graph) -> dict[int, int]:
     convolution (:func:`dalverify.accel.fma_conv.conv2d_fma_parts`) read its
     inputs directly: the same input values, so the same bits.
     """
-    readers: dict[int, list[Node]] = {}
-    for node in graph.nodes:
-        for source in node.inputs:
-            readers.setdefault(source, []).append(node)
+    readers = _readers(graph)
     deferred = {}
     for node in graph.nodes:
         if node.kind != "concat" or node.attrs["axis"] != 0 or len(node.shape) != 3:
@@ -351,10 +357,7 @@ def folded_constants(graph: Graph) -> dict[int, int]:
     :func:`dalverify.accel.fma_conv.conv2d_fma_parts`), and the constant
     node then passes the convolution's rows on.
     """
-    readers: dict[int, list[Node]] = {}
-    for node in graph.nodes:
-        for source in node.inputs:
-            readers.setdefault(source, []).append(node)
+    readers = _readers(graph)
     folded = {}
     for node in graph.nodes:
         if node.kind != "conv2d" or node.id == graph.output:
@@ -650,9 +653,8 @@ def walk_layer_major(
     z = lo
     sweeps = 0
     # Length of the next sweep's range. The first sweep takes the whole
-    # range; later ones take what the previous one covered, scaled to fill
-    # SWEEP_FILL of max_segments, so that few early-layer segments are
-    # computed only to be dropped by the segment limit.
+    # range. Later ones take what the previous one covered, scaled to fill
+    # SWEEP_FILL of max_segments, so that the limit drops few segments.
     width = math.inf
     try:
         with single_blas_thread(), reuse_freed_memory():
@@ -664,8 +666,8 @@ def walk_layer_major(
                 sweeps += 1
 
                 # A sweep that reached a shortened end keeps all segments
-                # but the last: that one ends at an arbitrary point, not at
-                # a breakpoint, and the next sweep starts at its start.
+                # but the last, because that one ends at an arbitrary point.
+                # The next sweep starts at its start, a breakpoint.
                 soft = end < hi and sweep.end >= end
                 count = sweep.starts.size - 1 if soft else sweep.starts.size
                 if count == 0:
